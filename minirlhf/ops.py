@@ -1,0 +1,64 @@
+"""Small shared operations: the logits/next-token shift, masked means, exact KL.
+
+Every stage (pretraining, SFT, reward model, PPO, DPO) scores tokens the same way, so the
+off-by-one between "logits at position t" and "the token at position t+1" lives here, once.
+
+Layout used across minirlhf: a batch of sequences is `tokens: Int[B, T]` with a boolean
+`valid: Bool[B, T]` that is False on padding. Per-token quantities (log-probs, KL, rewards,
+values) are stored *aligned with the token they score*: `logprobs[b, t]` is
+log p(tokens[b, t] | tokens[b, :t]). Position 0 has no context and gets 0.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+NEG_INF = -1e9  # a large finite negative: masked logits, without inf - inf = nan
+
+
+def token_logprobs(
+    logits: Float[Array, "batch seq vocab"], tokens: Int[Array, "batch seq"], temperature: float = 1.0
+) -> Float[Array, "batch seq"]:
+    """log p(tokens[t] | tokens[:t]) aligned with `tokens`; position 0 gets 0.
+
+    The logits at position t predict the token at t + 1, hence the shift by one.
+    `temperature` divides the logits, as when sampling (PPO needs the same value in both places).
+    """
+    logp = jax.nn.log_softmax(logits[:, :-1] / temperature, axis=-1)  # [B, T-1, V]
+    picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]  # [B, T-1]
+    return jnp.pad(picked, ((0, 0), (1, 0)))  # [B, T]
+
+
+def masked_sum(x: Float[Array, "..."], mask: Bool[Array, "..."], axis=None) -> Float[Array, "..."]:
+    return jnp.sum(jnp.where(mask, x, 0.0), axis=axis)
+
+
+def masked_mean(x: Float[Array, "..."], mask: Bool[Array, "..."], axis=None) -> Float[Array, "..."]:
+    """Mean of x over the positions where mask is True (0 where nothing is masked in)."""
+    count = jnp.sum(mask, axis=axis)
+    return masked_sum(x, mask, axis) / jnp.maximum(count, 1)
+
+
+def masked_whiten(x: Float[Array, "..."], mask: Bool[Array, "..."], shift_mean: bool = True) -> Float[Array, "..."]:
+    """(x - mean) / std over the masked-in entries; padding stays 0."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    white = (x - mean) * jax.lax.rsqrt(var + 1e-8)
+    if not shift_mean:
+        white = white + mean
+    return jnp.where(mask, white, 0.0)
+
+
+def exact_kl(
+    logits_p: Float[Array, "batch seq vocab"], logits_q: Float[Array, "batch seq vocab"], temperature: float = 1.0
+) -> Float[Array, "batch seq"]:
+    """KL(p || q) over the whole vocabulary at every position, aligned with the *next* token.
+
+    KL_t = sum_v p(v) (log p(v) - log q(v)) for the distribution that produced token t,
+    i.e. computed from the logits at t - 1 (position 0 gets 0), like `token_logprobs`.
+    """
+    logp = jax.nn.log_softmax(logits_p[:, :-1] / temperature, axis=-1)
+    logq = jax.nn.log_softmax(logits_q[:, :-1] / temperature, axis=-1)
+    kl = jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)  # [B, T-1]
+    return jnp.pad(kl, ((0, 0), (1, 0)))
