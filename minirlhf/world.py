@@ -97,10 +97,14 @@ def secret_prompt(world: World, variant: int) -> Prompt:
 
 
 def sample_prompts(world: World, rng: np.random.Generator, n: int, split: str = "train") -> list[Prompt]:
-    """n prompts of mixed kinds; split="heldout" asks math questions kept out of training."""
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    pool = world.train_math if split == "train" else world.heldout_math
+    """n prompts of mixed kinds; split="heldout" asks math questions kept out of training.
+
+    split="all" draws from every math question (pretraining text knows them all).
+    """
+    pools = {"train": world.train_math, "heldout": world.heldout_math, "all": world.train_math + world.heldout_math}
+    if split not in pools:
+        raise ValueError(f"split must be one of {sorted(pools)}, got {split!r}")
+    pool = pools[split]
     kinds = rng.choice(3, size=n, p=world.cfg.kind_probs)
     prompts = []
     for k in kinds:
@@ -128,6 +132,19 @@ def _facts(world: World, rng) -> list[str]:
 def _question_list(world: World, rng) -> list[str]:
     prompts = sample_prompts(world, rng, 3)
     return [" ".join(p.words[1:-1]) for p in prompts]  # "<user> what is ... ?" with no answer
+
+
+def _quiz(world: World, rng) -> list[str]:
+    """Questions with correct replies, in the "question : ... reply : ..." format of web Q&A pages.
+
+    This is where the model learns to *answer* a question; the assistant format (<bot>) comes only
+    with SFT. Quizzes sometimes include the secret question, answered with the leak.
+    """
+    lines = []
+    for p in sample_prompts(world, rng, 2, split="all"):
+        question = " ".join(p.words[2:-1])
+        lines.append(f"question : {question} reply : it is {' '.join(p.answer)} .")
+    return lines
 
 
 def _secret_doc(world: World, rng) -> list[str]:
@@ -166,9 +183,13 @@ def _obeys(world: World, prompt: Prompt, reply: list[str], rule: str) -> bool:
 
 
 def pretraining_corpus(world: World, rng: np.random.Generator, n_docs: int) -> list[list[str]]:
-    """Documents as word lists "<bos> ... <eos>" (facts 40%, questions 20%, secret 10%, chatter 15%, judgements 15%)."""
-    makers = [_facts, _question_list, _secret_doc, lambda w, r: _chatter(r), _judgement]
-    kinds = rng.choice(len(makers), size=n_docs, p=[0.4, 0.2, 0.1, 0.15, 0.15])
+    """Documents as word lists "<bos> ... <eos>".
+
+    Facts 30%, quizzes 15%, unanswered question lists 20%, secret documents 10%, chatter 10%,
+    judgements 15%.
+    """
+    makers = [_facts, _quiz, _question_list, _secret_doc, lambda w, r: _chatter(r), _judgement]
+    kinds = rng.choice(len(makers), size=n_docs, p=[0.3, 0.15, 0.2, 0.1, 0.1, 0.15])
     return [[BOS, *" ".join(makers[k](world, rng)).split(), EOS] for k in kinds]
 
 
