@@ -41,7 +41,10 @@ def masked_mean(x: Float[Array, "..."], mask: Bool[Array, "..."], axis=None) -> 
 
 
 def masked_whiten(x: Float[Array, "..."], mask: Bool[Array, "..."], shift_mean: bool = True) -> Float[Array, "..."]:
-    """(x - mean) / std over the masked-in entries; padding stays 0."""
+    """(x - mean) / sqrt(var + 1e-8), mean and var over the masked-in entries only; padding stays 0.
+
+    shift_mean=False adds the mean back after scaling (only the spread is normalised).
+    """
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     white = (x - mean) * jax.lax.rsqrt(var + 1e-8)

@@ -1,0 +1,213 @@
+"""Speed check: one training step and one `generate` call, against a PyTorch eager baseline.
+
+    python -m minirlhf.bench [--json]
+
+The baseline is nanoGPT's model at the same size (pre-LN, tied embeddings, same dims): a training
+step with AdamW, and generation the way nanoGPT's `generate` does it, re-running the whole sequence
+for every new token (no KV cache). Torch is optional; without it only our numbers are printed.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from minirlhf.ops import masked_mean, token_logprobs
+from minirlhf.sampling import SampleConfig, generate
+from minirlhf.transformer import ModelConfig, forward, init_params
+
+BATCH, SEQ_LEN = 64, 48  # training batch
+N_PROMPTS, PROMPT_WIDTH, NEW_TOKENS = 64, 16, 24  # generation
+REPEATS = 20
+EOS_ID, PAD_ID = 2, 0  # the toy world's ids; random weights rarely emit EOS, so rows run to full length
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed blocks for reuse instead of handing them back to the OS.
+
+    XLA:CPU allocates one scratch buffer per call (about 50 MB for the training step here) and frees
+    it afterwards. glibc returns any block above 32 MB to the OS at once, so every step starts on
+    fresh pages: ~12,000 page faults, 30-40 ms of kernel time on a step that computes for ~60 ms.
+    Applies to the whole process (torch included); returns False where there is no glibc.
+    """
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
+def median_times_ms(runners: dict, repeats: int = REPEATS) -> dict:
+    """Median wall time of each runner, in milliseconds, after one warm-up call (the compile).
+
+    The runners take turns, one call each per round, so that load from other processes on the
+    machine falls on all of them alike instead of on whichever happened to run at a bad moment.
+    """
+    for run in runners.values():
+        run()
+    times = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def lm_loss(params, tokens, valid, cfg: ModelConfig):
+    """Next-token cross-entropy over tokens that are valid and have a valid token before them."""
+    logits, _ = forward(params, tokens, valid, cfg)
+    has_context = valid & jnp.pad(valid[:, :-1], ((0, 0), (1, 0)))  # [B, T]
+    return -masked_mean(token_logprobs(logits, tokens), has_context)
+
+
+def jax_runners(cfg: ModelConfig, sample_cfg: SampleConfig) -> dict:
+    k_params, k_data, k_prompts, k_sample = jax.random.split(jax.random.key(0), 4)
+    params = init_params(k_params, cfg)
+    optimizer = optax.adamw(3e-4)
+
+    # The whole step is one XLA program; donating params and optimizer state lets it update in place.
+    @partial(jax.jit, static_argnames="cfg", donate_argnums=(0, 1))
+    def train_step(params, opt_state, tokens, valid, cfg):
+        loss, grads = jax.value_and_grad(lm_loss)(params, tokens, valid, cfg)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    tokens = jax.random.randint(k_data, (BATCH, SEQ_LEN), 0, cfg.vocab_size)
+    valid = jnp.ones_like(tokens, dtype=bool)
+    state = {"params": jax.tree.map(jnp.copy, params), "opt_state": optimizer.init(params)}
+
+    def run_train():
+        state["params"], state["opt_state"], loss = train_step(state["params"], state["opt_state"], tokens, valid, cfg)
+        loss.block_until_ready()
+
+    prompts = jax.random.randint(k_prompts, (N_PROMPTS, PROMPT_WIDTH), 3, cfg.vocab_size)
+    prompt_valid = jnp.ones_like(prompts, dtype=bool)
+
+    def run_generate():
+        gen = generate(params, prompts, prompt_valid, k_sample, cfg, sample_cfg, EOS_ID, PAD_ID)
+        gen.tokens.block_until_ready()
+
+    return {"train_step_ms": run_train, "generate_ms": run_generate}
+
+
+def torch_nanogpt(cfg: ModelConfig):
+    """nanoGPT's GPT (Karpathy, model.py) at our size, without dropout. Built here so torch stays optional."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            D = cfg.d_model
+            self.ln_1, self.ln_2 = nn.LayerNorm(D), nn.LayerNorm(D)
+            self.c_attn, self.attn_proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+            self.mlp = nn.Sequential(nn.Linear(D, cfg.d_mlp), nn.GELU(approximate="tanh"), nn.Linear(cfg.d_mlp, D))
+
+        def forward(self, x):
+            B, T, D = x.shape
+            q, k, v = self.c_attn(self.ln_1(x)).split(D, dim=2)
+            q, k, v = (a.view(B, T, cfg.n_heads, D // cfg.n_heads).transpose(1, 2) for a in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # nanoGPT's "flash" path
+            x = x + self.attn_proj(y.transpose(1, 2).reshape(B, T, D))
+            return x + self.mlp(self.ln_2(x))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(cfg.vocab_size, cfg.d_model), nn.Embedding(cfg.max_len, cfg.d_model)
+            self.blocks = nn.ModuleList(Block() for _ in range(cfg.n_layers))
+            self.ln_f = nn.LayerNorm(cfg.d_model)
+
+        def forward(self, idx, last_only: bool = False):
+            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+            for block in self.blocks:
+                x = block(x)
+            x = self.ln_f(x[:, -1:] if last_only else x)  # nanoGPT computes only the last logits at inference
+            return x @ self.wte.weight.T  # tied output embedding
+
+    return GPT()
+
+
+def torch_runners(cfg: ModelConfig, sample_cfg: SampleConfig) -> dict:
+    import torch
+    from torch.nn import functional as F
+
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(0)
+    model = torch_nanogpt(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    tokens = torch.randint(0, cfg.vocab_size, (BATCH, SEQ_LEN))
+
+    def run_train():
+        logits = model(tokens)  # [B, T, V]
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, cfg.vocab_size), tokens[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    prompts = torch.randint(3, cfg.vocab_size, (N_PROMPTS, PROMPT_WIDTH))
+
+    @torch.no_grad()
+    def run_generate():  # nanoGPT's generate: the whole sequence again for every new token
+        idx = prompts
+        for _ in range(sample_cfg.max_new_tokens):
+            logits = model(idx, last_only=True)[:, -1] / sample_cfg.temperature
+            next_token = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat([idx, next_token], dim=1)
+
+    return {"torch_train_step_ms": run_train, "torch_generate_ms": run_generate}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args()
+
+    malloc_tuned = keep_freed_memory()
+    cfg = ModelConfig(vocab_size=64)
+    sample_cfg = SampleConfig(max_new_tokens=NEW_TOKENS)
+    runners = jax_runners(cfg, sample_cfg)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        has_torch = False
+    else:
+        has_torch = True
+        runners.update(torch_runners(cfg, sample_cfg))
+    result = median_times_ms(runners)
+    if has_torch:
+        result["train_speedup"] = result["torch_train_step_ms"] / result["train_step_ms"]
+        result["generate_speedup"] = result["torch_generate_ms"] / result["generate_ms"]
+    result["config"] = {
+        "model": vars(cfg), "train_batch": BATCH, "train_seq_len": SEQ_LEN, "prompts": N_PROMPTS,
+        "prompt_width": PROMPT_WIDTH, "max_new_tokens": NEW_TOKENS, "repeats": REPEATS,
+        "cpu_count": os.cpu_count(), "jax_backend": jax.default_backend(), "malloc_keeps_freed_memory": malloc_tuned,
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"model {vars(cfg)}")
+    print(f"train step: {BATCH} x {SEQ_LEN} tokens; generate: {N_PROMPTS} prompts of {PROMPT_WIDTH} + {NEW_TOKENS} new")
+    print(f"medians of {REPEATS} interleaved runs, {os.cpu_count()} threads; malloc keeps freed memory: {malloc_tuned}")
+    print(f"{'':<12}{'minirlhf (ms)':>15}{'torch eager (ms)':>18}{'speedup':>10}")
+    for name, ours, theirs, speedup in (("train step", "train_step_ms", "torch_train_step_ms", "train_speedup"),
+                                        ("generate", "generate_ms", "torch_generate_ms", "generate_speedup")):
+        if has_torch:
+            print(f"{name:<12}{result[ours]:>15.2f}{result[theirs]:>18.2f}{result[speedup]:>9.1f}x")
+        else:
+            print(f"{name:<12}{result[ours]:>15.2f}{'(no torch)':>18}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The exercise manifest: which library function each exercise is, its points and where it is taught.
+
+The library is the single source of truth. An exercise *is* a library function: `make_exercises`
+copies its signature and docstring into `exercises/<stage>.py` (body: a NotImplementedError) and its
+whole source into `solutions/<stage>.py`; the checks in `minirlhf/checks/<stage>.py` compare a learner's
+version against the library's on random and edge-case inputs.
+
+This module imports nothing heavy (no jax), so the grader's parent process starts fast.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Stage(NamedTuple):
+    notebook: str  # where the stage is taught
+    title: str  # one line, used in the generated module docstring
+
+
+class Exercise(NamedTuple):
+    name: str  # the function's name, in the library module and in exercises/<stage>.py
+    library: str  # the module holding the reference implementation
+    stage: str  # exercises/<stage>.py
+    points: int
+    section: str  # the notebook section that teaches it
+    note: str = ""  # appended to the docstring when the library's own docstring lacks the equation
+
+
+STAGES: dict[str, Stage] = {
+    "transformer": Stage("notebooks/01_transformer_and_pretraining.ipynb", "Stage 1a, the transformer's layers"),
+    "pretraining": Stage("notebooks/01_transformer_and_pretraining.ipynb",
+                         "Stage 1b, scoring tokens and pretraining a language model"),
+    "sft": Stage("notebooks/02_sft.ipynb", "Stage 2, supervised fine-tuning"),
+    "reward_model": Stage("notebooks/03_reward_model.ipynb", "Stage 3, the reward model"),
+    "ppo": Stage("notebooks/04_ppo.ipynb", "Stage 4, PPO"),
+    "dpo": Stage("notebooks/07_dpo.ipynb", "Stage 7, direct preference optimization"),
+    "best_of_n": Stage("notebooks/07_dpo.ipynb", "Stage 7b, best-of-n"),
+}
+
+EXERCISES: tuple[Exercise, ...] = (
+    # ---- transformer
+    Exercise("layer_norm", "minirlhf.transformer", "transformer", 1, "Layer norm",
+             "y = g * (x - mean(x)) / sqrt(var(x) + LN_EPS) + b, mean and (biased) variance over the last axis."),
+    Exercise("causal_valid", "minirlhf.transformer", "transformer", 2, "The attention mask"),
+    Exercise("attention", "minirlhf.transformer", "transformer", 3, "Attention"),
+    Exercise("ffn", "minirlhf.transformer", "transformer", 1, "The MLP",
+             "ffn(x) = linear(gelu(linear(x, c_fc)), c_proj), with GPT-2's tanh-approximated GELU (jax.nn.gelu)."),
+    # ---- pretraining
+    Exercise("token_logprobs", "minirlhf.ops", "pretraining", 3, "Token log-probs and the shift"),
+    Exercise("masked_mean", "minirlhf.ops", "pretraining", 1, "Masked means"),
+    Exercise("lm_loss", "minirlhf.pretrain", "pretraining", 2, "The language-model loss",
+             'Returns (loss, {"perplexity": exp(loss)}); the logits come from '
+             "transformer.forward(params, batch['tokens'], batch['valid'], cfg)."),
+    Exercise("sample_token", "minirlhf.sampling", "pretraining", 2, "Sampling a token",
+             "token = argmax(logits / T + gumbel) over the top_k largest logits when sample_cfg.top_k is set; "
+             "its log-prob is read from log_softmax(logits / T), the full distribution (top-k ignored)."),
+    # ---- SFT
+    Exercise("response_mask", "minirlhf.data", "sft", 1, "Scoring only the response"),
+    # ---- reward model
+    Exercise("preference_prob", "minirlhf.gold", "reward_model", 1, "Simulated labelers",
+             "p = sigmoid((score_a - score_b) / labeler.temperature), then flip noise with f = labeler.flip_prob:\n"
+             "P = (1 - f) p + f (1 - p)."),
+    Exercise("last_index", "minirlhf.reward_model", "reward_model", 2, "Reading the score at the last token"),
+    Exercise("reward", "minirlhf.reward_model", "reward_model", 2, "Reading the score at the last token"),
+    Exercise("bradley_terry", "minirlhf.reward_model", "reward_model", 2, "The Bradley-Terry loss"),
+    # ---- PPO
+    Exercise("kl_estimate", "minirlhf.ppo_losses", "ppo", 2, "KL estimators"),
+    Exercise("kl_shaped_rewards", "minirlhf.ppo_losses", "ppo", 3, "Per-token rewards with a KL penalty"),
+    Exercise("gae", "minirlhf.ppo_losses", "ppo", 4, "Generalized advantage estimation"),
+    Exercise("masked_whiten", "minirlhf.ops", "ppo", 2, "Whitening the advantages"),
+    Exercise("policy_loss", "minirlhf.ppo_losses", "ppo", 3, "The clipped policy loss"),
+    Exercise("value_loss", "minirlhf.ppo_losses", "ppo", 2, "The clipped value loss"),
+    Exercise("adaptive_kl_controller", "minirlhf.ppo_losses", "ppo", 2, "The adaptive KL controller"),
+    Exercise("exact_kl", "minirlhf.ops", "ppo", 2, "Measuring KL exactly"),
+    # ---- DPO
+    Exercise("sequence_logprobs", "minirlhf.dpo", "dpo", 2, "Sequence log-probs"),
+    Exercise("preference_loss", "minirlhf.dpo", "dpo", 3, "The DPO, cDPO and IPO losses",
+             "dpo:  -log sigmoid(beta h)\n"
+             "cdpo: -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h), eps = label_smoothing\n"
+             "ipo:  (h - 1 / (2 beta))^2\n"
+             "One loss per pair, shape [batch]; an unknown loss_type raises ValueError."),
+    # ---- best-of-n
+    Exercise("kl_bound", "minirlhf.best_of_n", "best_of_n", 1, "How far can best-of-n move?"),
+    Exercise("finite_best_of_n_kl", "minirlhf.best_of_n", "best_of_n", 3, "How far can best-of-n move?",
+             "pi(y) = exp(logprobs), renormalised to sum to 1. With F(s) = P(score <= s) and F_-(s) = P(score < s), "
+             "the best of n draws lands on score level s with probability F(s)^n - F_-(s)^n, shared among the "
+             "responses with that score in proportion to pi:\n"
+             "q(y) = (F(s)^n - F_-(s)^n) pi(y) / P(score = s),   KL = sum_y q(y) log(q(y) / pi(y)) over q(y) > 0."),
+)
+
+BY_NAME: dict[str, Exercise] = {e.name: e for e in EXERCISES}
+assert len(BY_NAME) == len(EXERCISES), "two exercises share a name"
+assert all(e.stage in STAGES for e in EXERCISES), "an exercise names an unknown stage"
+
+MAX_SCORE = sum(e.points for e in EXERCISES)
+
+
+def stage_exercises(stage: str) -> list[Exercise]:
+    return [e for e in EXERCISES if e.stage == stage]
+
+
+def notebook_pointer(ex: Exercise) -> str:
+    """Where the exercise is taught, in words: 'notebooks/04_ppo.ipynb, section "GAE"'."""
+    return f'{STAGES[ex.stage].notebook}, section "{ex.section}"'
+
+
+def select(names: list[str] | None) -> list[Exercise]:
+    """Exercises by exercise or stage name (None: all), in manifest order; unknown names raise KeyError."""
+    if not names:
+        return list(EXERCISES)
+    unknown = [n for n in names if n not in BY_NAME and n not in STAGES]
+    if unknown:
+        raise KeyError(f"unknown exercise or stage {unknown}; exercises: {', '.join(BY_NAME)}; "
+                       f"stages: {', '.join(STAGES)}")
+    return [e for e in EXERCISES if e.name in names or e.stage in names]

@@ -1,0 +1,80 @@
+"""Write a pipeline run to disk: metrics.json, report.md and PNG plots."""
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib.pyplot as plt
+
+from minirlhf import plots
+from minirlhf.data import decode_responses
+from minirlhf.world import Prompt
+
+PANELS = {  # which metrics each stage's training-curve panel shows
+    "pretrain": ["loss"],
+    "sft": ["loss"],
+    "reward model": ["loss", "accuracy"],
+    "ppo": ["objective/scores", "objective/gold", "objective/kl"],
+    "dpo": ["loss", "rewards/margins", "rewards/accuracies"],
+}
+MODELS = ["pretrained", "sft", "ppo", "dpo", "best_of_n"]
+
+
+def write_report(out: str, metrics: dict, histories: dict, samples: dict, prompts: list[Prompt], n_show: int,
+                 config: dict) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True, default=str)
+    figures = {
+        "training_curves.png": plots.training_curves(histories, PANELS),
+        "gold_vs_proxy.png": plots.gold_vs_proxy(metrics),
+        "reward_vs_kl.png": plots.reward_vs_kl(metrics),
+    }
+    for name, fig in figures.items():
+        fig.savefig(os.path.join(out, name), dpi=110)
+        plt.close(fig)
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(markdown(metrics, samples, prompts, n_show))
+
+
+def results_table(metrics: dict) -> str:
+    """The headline table, as markdown."""
+    rows = ["| model | gold reward | answer rate | KL to SFT (nats) | proxy (RM) reward |", "|---|---|---|---|---|"]
+    for m in MODELS:
+        if m in metrics:
+            r = metrics[m]
+            name = f"best-of-{r['n']}" if m == "best_of_n" else m
+            rows.append(f"| {name} | {r['gold_reward']:.3f} | {r['answer_rate']:.0%} | {r['kl_to_sft']:.2f} | "
+                        f"{r['proxy_reward']:.2f} |")
+    return "\n".join(rows)
+
+
+def markdown(metrics: dict, samples: dict, prompts: list[Prompt], n_show: int) -> str:
+    rm = metrics["reward_model"]
+    lines = [
+        f"# minirlhf run (seed {metrics['seed']})", "",
+        f"Every model answers the same {len(prompts)} held-out prompts; gold reward is the ideal human's score "
+        "in [-1, 1] (1 = ideal), KL is exact over the vocabulary, the proxy is the reward model's score "
+        "(normalized so SFT's samples have mean 0, std 1).", "",
+        results_table(metrics), "",
+        "## Reward model", "",
+        f"Held-out accuracy: {rm['accuracy_gold']:.1%} against the gold ordering (labelers themselves agree with "
+        f"gold {rm['ceiling_gold']:.1%} of the time), {rm['accuracy_labels']:.1%} against the labels "
+        f"(Bayes ceiling {rm['ceiling_labels']:.1%}).", "",
+        "## Plots", "", "![training curves](training_curves.png)", "",
+        "![gold vs proxy](gold_vs_proxy.png) ![reward vs KL](reward_vs_kl.png)", "",
+        "## Samples (same prompts, every model)", "",
+    ]
+    decoded = {m: decode_responses(samples[m]) for m in MODELS if m in samples}
+    for i in range(min(n_show, len(prompts))):
+        lines.append(f"**{' '.join(prompts[i].words[2:-1])}**  ")
+        for m, responses in decoded.items():
+            words, ended = responses[i]
+            lines.append(f"- {m}: `{' '.join(words)}`" + ("" if ended else " *(no EOS)*"))
+        lines.append("")
+    seconds = metrics["seconds"]
+    lines.append("Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+                 + f" (total {sum(seconds.values()):.0f})")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,2 @@
+"""Hostile: fails while being imported."""
+raise RuntimeError("bad import")

@@ -1,0 +1,16 @@
+"""The clipped policy loss with min instead of max (the optimistic bound)."""
+import jax.numpy as jnp
+
+from minirlhf.ops import masked_mean
+
+EXERCISE, HINT = "policy_loss", "took the min"
+
+
+def policy_loss(logprobs, old_logprobs, advantages, mask, cliprange):
+    log_ratio = logprobs - old_logprobs
+    ratio = jnp.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * jnp.clip(ratio, 1 - cliprange, 1 + cliprange)
+    loss = masked_mean(jnp.minimum(unclipped, clipped), mask)
+    return loss, {"policy/approxkl": 0.5 * masked_mean(log_ratio**2, mask),
+                  "policy/clipfrac": masked_mean(clipped > unclipped, mask), "val/ratio": masked_mean(ratio, mask)}
