@@ -9,7 +9,6 @@ for every new token (no KV cache). Torch is optional; without it only our number
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -20,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from minirlhf import keep_freed_memory
 from minirlhf.ops import masked_mean, token_logprobs
 from minirlhf.sampling import SampleConfig, generate
 from minirlhf.transformer import ModelConfig, forward, init_params
@@ -30,37 +30,22 @@ REPEATS = 20
 EOS_ID, PAD_ID = 2, 0  # the toy world's ids; random weights rarely emit EOS, so rows run to full length
 
 
-def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed blocks for reuse instead of handing them back to the OS.
-
-    XLA:CPU allocates one scratch buffer per call (about 50 MB for the training step here) and frees
-    it afterwards. glibc returns any block above 32 MB to the OS at once, so every step starts on
-    fresh pages: ~12,000 page faults, 30-40 ms of kernel time on a step that computes for ~60 ms.
-    Applies to the whole process (torch included); returns False where there is no glibc.
-    """
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-    except (OSError, AttributeError):
-        return False
-
-
 def median_times_ms(runners: dict, repeats: int = REPEATS) -> dict:
-    """Median wall time of each runner, in milliseconds, after one warm-up call (the compile).
+    """Median wall time of each runner in milliseconds, after one warm-up call (the compile).
 
-    The runners take turns, one call each per round, so that load from other processes on the
-    machine falls on all of them alike instead of on whichever happened to run at a bad moment.
+    One runner at a time: taking turns call by call lets one library's idle worker threads (which
+    spin for a while before sleeping) slow down the other's next call.
     """
-    for run in runners.values():
+    times = {}
+    for name, run in runners.items():
         run()
-    times = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
+        samples = []
+        for _ in range(repeats):
             start = time.perf_counter()
             run()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+            samples.append(time.perf_counter() - start)
+        times[name] = 1000 * statistics.median(samples)
+    return times
 
 
 def lm_loss(params, tokens, valid, cfg: ModelConfig):
@@ -71,6 +56,7 @@ def lm_loss(params, tokens, valid, cfg: ModelConfig):
 
 
 def jax_runners(cfg: ModelConfig, sample_cfg: SampleConfig) -> dict:
+    """Zero-argument callables that run (and wait for) one training step / one `generate` call."""
     k_params, k_data, k_prompts, k_sample = jax.random.split(jax.random.key(0), 4)
     params = init_params(k_params, cfg)
     optimizer = optax.adamw(3e-4)
@@ -140,6 +126,7 @@ def torch_nanogpt(cfg: ModelConfig):
 
 
 def torch_runners(cfg: ModelConfig, sample_cfg: SampleConfig) -> dict:
+    """The same two measurements for the nanoGPT baseline, eager, on all CPU cores."""
     import torch
     from torch.nn import functional as F
 
@@ -199,7 +186,7 @@ def main() -> None:
         return
     print(f"model {vars(cfg)}")
     print(f"train step: {BATCH} x {SEQ_LEN} tokens; generate: {N_PROMPTS} prompts of {PROMPT_WIDTH} + {NEW_TOKENS} new")
-    print(f"medians of {REPEATS} interleaved runs, {os.cpu_count()} threads; malloc keeps freed memory: {malloc_tuned}")
+    print(f"medians of {REPEATS} runs, {os.cpu_count()} threads; malloc keeps freed memory: {malloc_tuned}")
     print(f"{'':<12}{'minirlhf (ms)':>15}{'torch eager (ms)':>18}{'speedup':>10}")
     for name, ours, theirs, speedup in (("train step", "train_step_ms", "torch_train_step_ms", "train_speedup"),
                                         ("generate", "generate_ms", "torch_generate_ms", "generate_speedup")):

@@ -106,9 +106,9 @@ def best_of_n_kl(key: jax.Array, sft_params: dict, rm_params: dict, prompts: lis
     kls, coverage = [], []
     for prompt, key_prompt in zip(prompts, jax.random.split(key, len(prompts))):
         tokens, valid = encode_prompts([prompt] * n_draws)  # [M, P]: one prompt, M draws
-        gen = _generate_and_score(sft_params, rm_params, jnp.asarray(tokens), jnp.asarray(valid), key_prompt, cfg, sample_cfg)
-        seq_logprobs, scores = np.asarray(gen[0]), np.asarray(gen[1])  # [M], [M]
-        keep = distinct_responses(np.asarray(gen[2]))
+        drawn = _generate_and_score(sft_params, rm_params, jnp.asarray(tokens), jnp.asarray(valid), key_prompt, cfg, sample_cfg)
+        seq_logprobs, scores, responses = map(np.asarray, drawn)  # [M], [M], [M, P + R]
+        keep = distinct_responses(responses)
         coverage.append(float(np.exp(seq_logprobs[keep]).sum()))
         kls.append(finite_best_of_n_kl(seq_logprobs[keep], scores[keep], n))
     return {"kl": float(np.mean(kls)), "kl_per_prompt": np.array(kls), "coverage": float(np.mean(coverage)),

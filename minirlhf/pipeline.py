@@ -10,10 +10,8 @@ Every number comes from this run; the same seed gives the same file.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -21,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from minirlhf import best_of_n as bon
-from minirlhf import dpo, plots, ppo, pretrain, reward_model, sft
+from minirlhf import dpo, ppo, pretrain, reward_model, sft
 from minirlhf.evaluation import evaluate, gold_scores
 from minirlhf.report import write_report
 from minirlhf.tokenizer import VOCAB_SIZE

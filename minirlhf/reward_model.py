@@ -37,13 +37,13 @@ NORM_EPS = 1e-6  # keeps normalize from dividing by zero when every sample score
 class RMConfig:
     """How much preference data, how long to train, and with which regulariser."""
 
-    n_pairs: int = 2000
+    n_pairs: int = 4000
     """Labelled pairs to train on (two SFT samples per train prompt)."""
     n_heldout: int = 1000
     """Fresh pairs, on held-out prompts, for measuring accuracy; never trained on."""
     n_normalize: int = 512
     """SFT samples (on train prompts) that `normalize` fits the mean and std on."""
-    optim: OptimConfig = OptimConfig(steps=300, batch_size=64, lr=3e-3, warmup=20)
+    optim: OptimConfig = OptimConfig(steps=600, batch_size=64, lr=3e-3, warmup=20)
     """Optimizer schedule; batch_size counts pairs (each is two sequences)."""
     centering: float = 0.0
     """c in c * mean((r_w + r_l)^2), Eisenstein et al. 2023; 0 turns it off."""

@@ -18,7 +18,7 @@ from minirlhf import transformer
 from minirlhf.pretrain import lm_loss
 from minirlhf.data import encode_pairs
 from minirlhf.training import OptimConfig, fit
-from minirlhf.world import Prompt, World, demonstrate, sample_prompts
+from minirlhf.world import World, demonstrate, sample_prompts
 
 @dataclass(frozen=True)
 class SFTConfig:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minirlhf import transformer
-from minirlhf.data import PROMPT_WIDTH, encode_pairs
+from minirlhf.data import encode_pairs
 from minirlhf.dpo import DPOConfig, loss, preference_loss, reference_logprobs, sequence_logprobs, train_dpo
 from minirlhf.ops import token_logprobs
 from minirlhf.tokenizer import TOKEN_ID, VOCAB_SIZE
