@@ -44,8 +44,10 @@ LOSS_TYPES = ("dpo", "cdpo", "ipo")
 class DPOConfig:
     """Which preference loss, how strongly tied to the reference, and how long to train."""
 
-    beta: float = 0.1
-    """Strength of the implicit KL penalty: small beta lets the policy move far from pi_ref."""
+    beta: float = 1.0
+    """Strength of the implicit KL penalty: small beta lets the policy move far from pi_ref. The paper's 0.1
+    collapses this tiny model here (answer rate 0.97 -> 0.25, gold reward falls): sums of log-probs over short
+    responses and 2000 pairs on a 2-layer model are not a 7B model on large preference data."""
     loss_type: str = "dpo"
     """"dpo" (eq. 7), "cdpo" (conservative, label smoothing) or "ipo" (Azar et al. eq. 17)."""
     label_smoothing: float = 0.0

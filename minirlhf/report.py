@@ -62,7 +62,8 @@ def markdown(metrics: dict, samples: dict, prompts: list[Prompt], n_show: int) -
         "## Reward model", "",
         f"Held-out accuracy: {rm['accuracy_gold']:.1%} against the gold ordering (labelers themselves agree with "
         f"gold {rm['ceiling_gold']:.1%} of the time), {rm['accuracy_labels']:.1%} against the labels "
-        f"(Bayes ceiling {rm['ceiling_labels']:.1%}).", "",
+        f"(Bayes ceiling {rm['ceiling_labels']:.1%}). On math questions held out from SFT and RL it is "
+        f"{rm['accuracy_gold_new_questions']:.1%} against gold (labelers {rm['ceiling_gold_new_questions']:.1%}).", "",
         "## Plots", "", "![training curves](training_curves.png)", "",
         "![gold vs proxy](gold_vs_proxy.png) ![reward vs KL](reward_vs_kl.png)", "",
         "## Samples (same prompts, every model)", "",

@@ -37,13 +37,13 @@ NORM_EPS = 1e-6  # keeps normalize from dividing by zero when every sample score
 class RMConfig:
     """How much preference data, how long to train, and with which regulariser."""
 
-    n_pairs: int = 4000
+    n_pairs: int = 2000
     """Labelled pairs to train on (two SFT samples per train prompt)."""
     n_heldout: int = 1000
-    """Fresh pairs, on held-out prompts, for measuring accuracy; never trained on."""
+    """Fresh pairs (new samples, new labels, never trained on) for measuring accuracy; as many again on held-out questions."""
     n_normalize: int = 512
     """SFT samples (on train prompts) that `normalize` fits the mean and std on."""
-    optim: OptimConfig = OptimConfig(steps=600, batch_size=64, lr=3e-3, warmup=20)
+    optim: OptimConfig = OptimConfig(steps=300, batch_size=64, lr=3e-3, warmup=20)
     """Optimizer schedule; batch_size counts pairs (each is two sequences)."""
     centering: float = 0.0
     """c in c * mean((r_w + r_l)^2), Eisenstein et al. 2023; 0 turns it off."""
@@ -162,10 +162,15 @@ def run_reward_model(
 
     Returns (normalized rm_params, the training pairs (DPO reuses them), held-out metrics, history).
     """
-    key_pairs, key_heldout, key_train, key_norm = jax.random.split(key, 4)
+    key_pairs, key_heldout, key_train, key_norm, key_new = jax.random.split(key, 5)
     pairs = make_pairs(key_pairs, sft_params, world, model_cfg, cfg.n_pairs, cfg.labeler, split="train")
-    heldout = make_pairs(key_heldout, sft_params, world, model_cfg, cfg.n_heldout, cfg.labeler, split="heldout")
+    # Held-out pairs: fresh samples and fresh labels, never trained on, for the prompts RL will see.
+    heldout = make_pairs(key_heldout, sft_params, world, model_cfg, cfg.n_heldout, cfg.labeler, split="train")
     rm_params, history, metrics = train_reward_model(key_train, sft_params, pairs, heldout, model_cfg, cfg)
+    # A harder test: math questions the RM never saw, where judging correctness needs pretraining's knowledge.
+    new_questions = make_pairs(key_new, sft_params, world, model_cfg, cfg.n_heldout, cfg.labeler, split="heldout")
+    metrics["accuracy_gold_new_questions"] = accuracy(rm_params, new_questions, model_cfg)["accuracy_gold"]
+    metrics["ceiling_gold_new_questions"] = label_noise_ceiling(new_questions)["gold_agreement"]
     key_prompts, key_sample = jax.random.split(key_norm)
     prompts = sample_prompts(world, np.random.default_rng(int(jax.random.randint(key_prompts, (), 0, 2**31 - 1))), cfg.n_normalize)
     gen = sample(sft_params, model_cfg, prompts, key_sample)  # the distribution RL starts from
