@@ -10,11 +10,13 @@ from minirlhf import transformer
 from minirlhf.best_of_n import best_of_n, best_of_n_kl, finite_best_of_n_kl, kl_bound
 from minirlhf.evaluation import sample
 from minirlhf.reward_model import init_reward_model, score
+from minirlhf.sampling import SampleConfig
 from minirlhf.tokenizer import VOCAB_SIZE
 from minirlhf.world import color_prompt, math_prompt
 
 CFG = transformer.ModelConfig(vocab_size=VOCAB_SIZE, max_len=26, d_model=16, n_layers=1, n_heads=2, d_mlp=32)
 PROMPTS = [math_prompt(3, "plus", 4), color_prompt(1), math_prompt(8, "minus", 5)]
+SHORT = SampleConfig(max_new_tokens=6)  # short responses keep the tests quick; the logic does not care
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def models():
 def test_best_of_n_picks_the_argmax(models):
     policy, rm = models
     n = 5
-    out = best_of_n(jax.random.PRNGKey(3), policy, rm, PROMPTS, CFG, n)
+    out = best_of_n(jax.random.PRNGKey(3), policy, rm, PROMPTS, CFG, n, SHORT)
     B, T = len(PROMPTS), out.tokens.shape[1]
     assert out.candidates.shape == (B, n, T) and out.candidate_scores.shape == (B, n), "candidates are [B, n, T], scores [B, n]"
     flat, flat_valid = out.candidates.reshape(B * n, T), out.candidate_valid.reshape(B * n, T)
@@ -46,8 +48,8 @@ def test_best_of_n_picks_the_argmax(models):
 def test_n_equal_one_is_plain_sampling(models):
     policy, rm = models
     key = jax.random.PRNGKey(7)
-    out = best_of_n(key, policy, rm, PROMPTS, CFG, n=1)
-    plain = sample(policy, CFG, PROMPTS, key)
+    out = best_of_n(key, policy, rm, PROMPTS, CFG, n=1, sample_cfg=SHORT)
+    plain = sample(policy, CFG, PROMPTS, key, SHORT)
     np.testing.assert_array_equal(out.tokens, plain.tokens, err_msg="best-of-1 must be exactly one ordinary sample (same key, same draws)")
     np.testing.assert_array_equal(out.valid, plain.valid)
 
@@ -85,8 +87,8 @@ def test_finite_kl_respects_the_bound_and_reaches_it_when_mass_is_spread():
 
 def test_best_of_n_kl_on_a_model(models):
     policy, rm = models
-    one = best_of_n_kl(jax.random.PRNGKey(0), policy, rm, PROMPTS[:2], CFG, n=1, n_draws=64)
+    one = best_of_n_kl(jax.random.PRNGKey(0), policy, rm, PROMPTS[:2], CFG, n=1, n_draws=64, sample_cfg=SHORT)
     assert one["kl"] == pytest.approx(0.0, abs=1e-9), "best-of-1 is the base policy: KL 0"
-    four = best_of_n_kl(jax.random.PRNGKey(0), policy, rm, PROMPTS[:2], CFG, n=4, n_draws=64)
+    four = best_of_n_kl(jax.random.PRNGKey(0), policy, rm, PROMPTS[:2], CFG, n=4, n_draws=64, sample_cfg=SHORT)
     assert 0 < four["kl"] <= four["bound"] + 1e-9, f"best-of-4's KL should be in (0, {four['bound']:.3f}], got {four['kl']}"
     assert 0 < four["coverage"] <= 1 + 1e-6, "coverage is the SFT mass of the distinct responses seen: in (0, 1]"
