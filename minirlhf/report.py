@@ -18,6 +18,7 @@ PANELS = {  # which metrics each stage's training-curve panel shows
     "dpo": ["loss", "rewards/margins", "rewards/accuracies"],
 }
 MODELS = ["pretrained", "sft", "ppo", "dpo", "best_of_n"]
+STAGES = ["pretrain", "sft", "reward_model", "ppo", "dpo", "evaluation", "best_of_n"]
 
 
 def write_report(out: str, metrics: dict, histories: dict, samples: dict, prompts: list[Prompt], n_show: int,
@@ -95,8 +96,8 @@ def update_readme(run_dir: str, readme: str = "README.md", figures_dir: str = "d
         f"From `python -m minirlhf run --seed {metrics['seed']}` (held-out prompts; gold reward in [-1, 1], 1 = ideal):",
         "", results_table(metrics), "",
         f"Reward model: {rm['accuracy_gold']:.1%} held-out accuracy against the gold ordering (the labelers agree "
-        f"with gold {rm['ceiling_gold']:.1%} of the time). Stage times: "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in metrics["seconds"].items()) + ".", "",
+        f"with gold {rm['ceiling_gold']:.1%} of the time). Stage times on the machine that made this table: "
+        + ", ".join(f"{k} {metrics['seconds'][k]:.0f} s" for k in STAGES if k in metrics["seconds"]) + ".", "",
         f"![reward vs KL]({figures_dir}/reward_vs_kl.png) ![gold vs proxy]({figures_dir}/gold_vs_proxy.png)", "",
         f"![training curves]({figures_dir}/training_curves.png)",
     ])
