@@ -1,8 +1,8 @@
 """First cell of every notebook: find minirlhf, check the libraries it needs, set up plotting.
 
 `import _setup` works because Jupyter (and nbmake) start the kernel in the notebook's folder.
-minirlhf is imported as installed (`pip install -e .`); when it is not installed, the clone this
-file sits in is put on sys.path instead, so a notebook opened from a fresh clone just works.
+minirlhf is imported from the clone this file sits in (its root goes first on sys.path), so a notebook
+opened from a fresh clone just works, with or without `pip install -e .`; outside a clone, as installed.
 """
 from __future__ import annotations
 
@@ -40,15 +40,18 @@ def check_versions() -> dict[str, str]:
 
 
 def find_minirlhf():
-    """import minirlhf; if it is not installed, from the clone this notebook sits in."""
+    """import minirlhf from the clone this notebook sits in; outside a clone, as installed.
+
+    The clone comes first even when a package is installed, so that the notebooks always run the code beside
+    them: an editable install (`pip install -e .`) of another checkout would otherwise win silently.
+    """
+    if (REPO / "minirlhf" / "__init__.py").is_file() and str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
     try:
         import minirlhf
     except ImportError:
-        if not (REPO / "minirlhf" / "__init__.py").is_file():
-            raise ImportError("minirlhf is not installed and this notebook is not inside a clone of the repository. "
-                              "Run `pip install -e .` at the repository root.") from None
-        sys.path.insert(0, str(REPO))
-        import minirlhf
+        raise ImportError("minirlhf is not installed and this notebook is not inside a clone of the repository. "
+                          "Run `pip install -e .` at the repository root.") from None
     return minirlhf
 
 
