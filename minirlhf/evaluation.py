@@ -68,7 +68,7 @@ def evaluate(params: dict, cfg: transformer.ModelConfig, world: World, prompts: 
     if ref_params is not None:
         kl = sequence_kl(params, ref_params, jnp.asarray(tokens), jnp.asarray(valid), cfg)
         result["kl_to_sft"] = float(np.mean(kl))
-    result["tokens"] = tokens
+    result["tokens"], result["valid"] = tokens, valid
     return result
 
 

@@ -110,6 +110,7 @@ def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs
     for m in metrics.values():
         if isinstance(m, dict):
             m.pop("gold", None)
+            m.pop("valid", None)
     metrics = _plain(metrics)
     if out is not None:
         write_report(out, metrics, histories, samples, eval_prompts, cfg.n_samples_shown, dataclasses.asdict(cfg))
@@ -118,7 +119,7 @@ def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs
 
 def _evaluate(params, rm_params, cfg: PipelineConfig, world: World, prompts, key, sft_params) -> dict:
     result = evaluate(params, cfg.model, world, prompts, key, ref_params=sft_params)
-    result["proxy_reward"] = _proxy(rm_params, result["tokens"], cfg.model)
+    result["proxy_reward"] = _proxy(rm_params, result["tokens"], result["valid"], cfg.model)
     return result
 
 
@@ -133,10 +134,7 @@ def _evaluate_best_of_n(cfg: PipelineConfig, world: World, prompts, keys, sft_pa
     return result
 
 
-def _proxy(rm_params, tokens: np.ndarray, model_cfg: ModelConfig) -> float:
-    from minirlhf.evaluation import _valid_from_tokens
-
-    valid = _valid_from_tokens(tokens)
+def _proxy(rm_params, tokens: np.ndarray, valid: np.ndarray, model_cfg: ModelConfig) -> float:
     return float(np.mean(reward_model.reward(rm_params, jnp.asarray(tokens), jnp.asarray(valid), model_cfg)))
 
 

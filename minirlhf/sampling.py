@@ -109,8 +109,3 @@ def generate(
     tokens = jnp.concatenate([prompt_tokens, response.T.astype(prompt_tokens.dtype)], axis=1)  # [B, P+R]
     logprobs = jnp.pad(logprobs.T, ((0, 0), (P, 0)))  # [B, P+R]
     return Generation(tokens, valid, logprobs)
-
-
-def response_mask(gen_valid: Bool[Array, "batch seq"], prompt_width: int) -> Bool[Array, "batch seq"]:
-    """True on the valid response tokens (EOS included), False on the prompt and on padding."""
-    return gen_valid & (jnp.arange(gen_valid.shape[1]) >= prompt_width)[None, :]

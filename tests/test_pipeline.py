@@ -1,10 +1,8 @@
 """The one-command pipeline, checkpoints, the training loop and evaluation helpers."""
 import json
 import math
-import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from minirlhf.ops import token_logprobs
-from minirlhf.sampling import Generation, SampleConfig, generate, response_mask
+from minirlhf.data import response_mask
+from minirlhf.sampling import Generation, SampleConfig, generate
 from minirlhf.transformer import ModelConfig, forward, init_params
 
 # A small vocabulary, so that random weights emit EOS often enough to exercise it.
