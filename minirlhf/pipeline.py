@@ -68,11 +68,18 @@ class PipelineConfig:
         )
 
 
+STAGES = ("pretrain", "sft", "rm", "ppo", "dpo", "bon", "bon_kl", "eval")
+
+
+def stage_keys(seed: int) -> dict[str, jax.Array]:
+    """One key per stage, all from `seed`: changing one stage's randomness never moves another's."""
+    return dict(zip(STAGES, jax.random.split(jax.random.PRNGKey(seed), len(STAGES))))
+
+
 def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs/default") -> dict:
     """Train every stage, evaluate every model on the same held-out prompts; returns metrics."""
     world = make_world(WorldConfig(seed=cfg.seed))
-    keys = dict(zip(["pretrain", "sft", "rm", "ppo", "dpo", "bon", "bon_kl", "eval"],
-                    jax.random.split(jax.random.PRNGKey(cfg.seed), 8)))
+    keys = stage_keys(cfg.seed)
     seconds, histories, models = {}, {}, {}
     clock = time.perf_counter()
 

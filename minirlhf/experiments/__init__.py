@@ -1,0 +1,38 @@
+"""Experiments that reproduce the field's results on the toy task.
+
+Each experiment is a module here with the same small interface, so the CLI and the notebooks call
+them the same way (the notebooks with a smaller budget):
+
+    Config            a frozen dataclass; Config() is the CLI's full run, Config.small() the notebook's
+    run(cfg, seeds, cache) -> dict   trains and measures; returns plain JSON-able data, one entry per seed
+    plot(result) -> matplotlib Figure        draws the result (every point from `run`'s data)
+    summary(result) -> str                   a few lines of markdown with the measured figures
+
+`python -m minirlhf experiment NAME [--seeds 0 1 2] [--out DIR] [--small]` runs one and writes
+DIR/NAME/result.json, plot.png and summary.md.
+"""
+from __future__ import annotations
+
+import importlib
+
+EXPERIMENTS = {  # name -> module in this package
+    "overoptimization": "overoptimization",  # Gao et al. 2022: proxy up, gold peaks and falls
+    "labeler_bias": "labeler_bias",  # confident-sounding labels -> RM -> policy
+    "frontier": "frontier",  # gold reward vs KL for PPO, DPO and best-of-n
+    "cai": "cai",  # Constitutional AI: AI labels for harmlessness
+    "small_vs_big": "small_vs_big",  # small RLHF'd model vs a bigger SFT-only one
+    "grpo_rloo": "grpo_rloo",  # critic-free policy gradients beside PPO
+    "sharding": "sharding",  # data-parallel training step over several devices
+}
+
+
+def load(name: str):
+    """The experiment's module; a clear error for an unknown (or not yet written) name."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}")
+    try:
+        return importlib.import_module(f"minirlhf.experiments.{EXPERIMENTS[name]}")
+    except ModuleNotFoundError as e:
+        if e.name == f"minirlhf.experiments.{EXPERIMENTS[name]}":
+            raise ValueError(f"experiment {name!r} is not written yet") from None
+        raise
