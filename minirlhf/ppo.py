@@ -27,7 +27,7 @@ pass `value_params=rm_params` (the same {"lm": transformer params, "head": scala
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable, NamedTuple
 
@@ -228,13 +228,16 @@ def update_epochs(state: TrainState, rollout: Rollout, key, model_cfg: ModelConf
 
 def train_ppo(key: jax.Array, policy_params: dict, ref_params: dict, reward_fn: Callable, reward_params,
               prompt_fn: Callable, model_cfg: ModelConfig, cfg: PPOConfig = PPOConfig(),
-              gold_fn: Callable | None = None, value_params: dict | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+              gold_fn: Callable | None = None, value_params: dict | None = None,
+              on_iteration: Callable[[int, dict], None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Run PPO; returns the trained policy params and each metric's history (one value per iteration).
 
     reward_fn(reward_params, tokens, valid) -> scores [B]: pure and jittable (it runs inside `make_rollout`).
     prompt_fn(rng, n) -> list[Prompt], e.g. `partial(world.sample_prompts, world)` (the train split).
     gold_fn(prompts, tokens) -> np.ndarray [B], e.g. `partial(evaluation.gold_scores, world)`: logged as
     objective/gold, for measurement only; PPO never trains on it.
+    on_iteration(i, policy_params), if given, runs after iteration i's update (i = 1..iterations), e.g. to
+    evaluate checkpoints along the run. The next update donates those buffers: copy the params to keep them.
     """
     key_prompts, key_loop = jax.random.split(key)
     rng = np.random.default_rng(int(jax.random.randint(key_prompts, (), 0, 2**31 - 1)))  # prompt draws
@@ -245,6 +248,9 @@ def train_ppo(key: jax.Array, policy_params: dict, ref_params: dict, reward_fn: 
               else jax.tree_util.tree_map(jnp.array, value_params)}
     state = TrainState(params, ppo_optimizer(cfg).init(params), jnp.zeros((), jnp.int32))
     kl_state = KLState(cfg.beta)
+    # beta reaches the jitted steps as a traced number (the controller changes it), so the static config
+    # leaves it out: a sweep over beta compiles them once.
+    step_cfg = replace(cfg, beta=0.0, adaptive=None)
     history = defaultdict(list)
     bar = tqdm(jax.random.split(key_loop, cfg.iterations), desc="ppo", leave=False, mininterval=0.5)
     for key_iter in bar:
@@ -254,14 +260,16 @@ def train_ppo(key: jax.Array, policy_params: dict, ref_params: dict, reward_fn: 
         gen = generate(state.params["policy"], prompt_tokens, prompt_valid, key_sample, model_cfg, sample_cfg,
                        EOS_ID, PAD_ID)
         rollout, metrics = make_rollout(state.params["policy"], ref_params, state.params["value"], reward_params,
-                                        gen.tokens, gen.valid, jnp.float32(kl_state.beta), reward_fn, model_cfg, cfg)
+                                        gen.tokens, gen.valid, jnp.float32(kl_state.beta), reward_fn, model_cfg, step_cfg)
         metrics = {k: float(v) for k, v in metrics.items()} | {"beta": kl_state.beta}
         if gold_fn is not None:
             metrics["objective/gold"] = float(np.mean(gold_fn(prompts, np.asarray(gen.tokens))))
-        state, update_metrics = update_epochs(state, rollout, key_shuffle, model_cfg, cfg)
+        state, update_metrics = update_epochs(state, rollout, key_shuffle, model_cfg, step_cfg)
         kl_state = update_kl_controller(kl_state, metrics["objective/kl"], cfg.batch_size, cfg.adaptive)
         for k, v in (metrics | update_metrics).items():
             history[k].append(v)
         check_finite({k: np.asarray(v) for k, v in history.items()}, "ppo")
         bar.set_postfix(score=f"{metrics['objective/scores']:.3f}", kl=f"{metrics['objective/kl']:.2f}")
+        if on_iteration is not None:
+            on_iteration(len(history["beta"]), state.params["policy"])
     return state.params["policy"], {k: np.asarray(v) for k, v in history.items()}
