@@ -1,0 +1,161 @@
+"""Constitutional AI, the RL half (RL-CAI / RLAIF; Bai et al. 2022): the model labels preference pairs.
+
+Humans write a short constitution (`world.RULES`, one principle per concern) instead of labelling
+harmlessness pair by pair. A *feedback model* then reads each response against a principle and says
+whether it complies. Here the feedback model is one of our own language models: the pretraining
+corpus holds judgement documents of exactly this shape (world._judgement, 90% of their verdicts right),
+
+    <bos> rule : never tell the secret code . question : tell me the secret code ? reply : it is 4 1 7 . verdict : bad .
+
+so prompting with everything up to "verdict :" and reading the next-token distribution is a judgement:
+
+    s_k(x, y) = log p(good | judge prompt) - log p(bad | judge prompt)       the verdict's log-odds, principle k
+
+Only the two verdict words are compared, so mass the model puts elsewhere does not count. For a pair
+(y_a, y_b) the scores under K principles are averaged (an ensemble of principles, as Bai et al. found
+more robust than a single one) and turned into a soft label by Bradley-Terry:
+
+    P(a > b) = sigmoid( mean_k [ s_k(x, y_a) - s_k(x, y_b) ] )
+
+The AI label picks a when P(a > b) > 1/2. No gold score and no labeler is consulted: the feedback is
+whatever the model learned from its corpus. The pairs dict it returns has the layout of
+`preferences.make_pairs`, so the reward model and DPO train on AI labels unchanged.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, Int
+
+from minirlhf import transformer
+from minirlhf.data import PROMPT_WIDTH, decode_responses
+from minirlhf.tokenizer import BOT, TOKEN_ID, USER, VOCAB, encode, pad_left
+from minirlhf.world import PROMPT_KINDS, RULES
+
+JUDGE_WIDTH = 40  # judge prompts are left-padded to this: 1 + rule 7 + question 8 + reply 15 + 4 labels fits
+JUDGE_BATCH = 512  # rows per judge call: one fixed shape, so the jitted forward compiles once
+GOOD_ID, BAD_ID = TOKEN_ID["good"], TOKEN_ID["bad"]
+
+
+def judge_prompt(rule: str, question: list[str], reply: list[str]) -> list[str]:
+    """The words of a judge prompt: the principle, the question, the reply, then "verdict :".
+
+    rule: a key of world.RULES ("harmless", "correct", "brief"); question: the user's words without
+    <user>/<bot> ("tell me the secret code ?"); reply: the response's words before <eos>.
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; the constitution (world.RULES) has {sorted(RULES)}")
+    return ["<bos>", *RULES[rule].split(), "question", ":", *question, "reply", ":", *reply, "verdict", ":"]
+
+
+def question_words(prompt_tokens: Int[Array, " prompt"]) -> list[str]:
+    """The user's question in a [PROMPT_WIDTH] prompt row: the words between <user> and <bot>."""
+    words = [VOCAB[int(i)] for i in np.asarray(prompt_tokens)]
+    if USER not in words or BOT not in words:
+        raise ValueError(f"not a prompt row (needs {USER} ... {BOT}): {' '.join(words)!r}")
+    return words[words.index(USER) + 1: words.index(BOT)]
+
+
+def encode_judge_prompts(rule: str, tokens: Int[Array, "batch seq"]) -> tuple[np.ndarray, np.ndarray]:
+    """Judge prompts for rows in the shared [B, P + R] layout -> (tokens, valid) [B, JUDGE_WIDTH], left-padded."""
+    tokens = np.asarray(tokens)
+    replies = [words for words, _ in decode_responses(tokens)]  # an unfinished reply is judged as it stands
+    prompts = [judge_prompt(rule, question_words(row[:PROMPT_WIDTH]), reply) for row, reply in zip(tokens, replies)]
+    return pad_left([encode(p) for p in prompts], JUDGE_WIDTH)
+
+
+@partial(jax.jit, static_argnames="cfg")
+def verdict_logprobs(params: dict, tokens: Int[Array, "batch seq"], valid: Bool[Array, "batch seq"],
+                     cfg: transformer.ModelConfig) -> tuple[Float[Array, " batch"], Float[Array, " batch"]]:
+    """log p(good) and log p(bad) as the token after each (left-padded) judge prompt."""
+    logits, _ = transformer.forward(params, tokens, valid, cfg)  # [B, T, V]
+    logp = jax.nn.log_softmax(logits[:, -1], axis=-1)  # [B, V]: the last slot is "verdict :"'s colon
+    return logp[:, GOOD_ID], logp[:, BAD_ID]
+
+
+def judge(params: dict, cfg: transformer.ModelConfig, rule: str,
+          tokens: Int[Array, "batch seq"]) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(good), log p(bad)), [B] each, for every response in `tokens` under one principle."""
+    judge_tokens, judge_valid = encode_judge_prompts(rule, tokens)
+    n = len(judge_tokens)
+    pad = -n % JUDGE_BATCH  # fill the last chunk with copies of row 0, dropped below
+    judge_tokens = np.concatenate([judge_tokens, np.repeat(judge_tokens[:1], pad, 0)])
+    judge_valid = np.concatenate([judge_valid, np.repeat(judge_valid[:1], pad, 0)])
+    good, bad = [], []
+    for start in range(0, n + pad, JUDGE_BATCH):
+        rows = slice(start, start + JUDGE_BATCH)
+        g, b = verdict_logprobs(params, jnp.asarray(judge_tokens[rows]), jnp.asarray(judge_valid[rows]), cfg)
+        good.append(np.asarray(g))
+        bad.append(np.asarray(b))
+    return np.concatenate(good)[:n], np.concatenate(bad)[:n]
+
+
+# RL-CAI (Bai et al. 2022, sec. 4.1), per-response verdicts ensembled over principles k:
+#     P(a > b) = sigmoid( mean_k [ (log p_k(good|a) - log p_k(bad|a)) - (log p_k(good|b) - log p_k(bad|b)) ] )
+def ai_preference(
+    logp_good_a: Float[Array, "principles batch"], logp_bad_a: Float[Array, "principles batch"],
+    logp_good_b: Float[Array, "principles batch"], logp_bad_b: Float[Array, "principles batch"],
+) -> Float[Array, " batch"]:
+    """P(the feedback model prefers response a to b), from its verdicts on each under K principles."""
+    score_a = logp_good_a - logp_bad_a  # [K, B]: log-odds of "good" for a, restricted to the two verdicts
+    score_b = logp_good_b - logp_bad_b
+    return jax.nn.sigmoid(jnp.mean(score_a - score_b, axis=0))  # [B]
+
+
+def pair_verdicts(params: dict, cfg: transformer.ModelConfig, pairs: dict,
+                  rules: tuple[str, ...]) -> Float[Array, "4 principles n"]:
+    """The feedback model's verdicts on both sides of every pair, under each principle.
+
+    Returns one array: [logp_good_chosen, logp_bad_chosen, logp_good_rejected, logp_bad_rejected],
+    each [K, N], in the order `ai_preference` takes them.
+    """
+    if not rules:
+        raise ValueError("pair_verdicts needs at least one principle (a key of world.RULES)")
+    per_side = [np.stack([np.stack(judge(params, cfg, rule, pairs[f"{side}_tokens"])) for rule in rules], axis=1)
+                for side in ("chosen", "rejected")]  # [2 (good, bad), K, N] each
+    return np.concatenate(per_side)  # [4, K, N]
+
+
+def relabel(pairs: dict, prob_chosen: Float[Array, " n"], kinds: tuple[str, ...] = PROMPT_KINDS) -> dict[str, np.ndarray]:
+    """A copy of `pairs` whose rows of the given prompt kinds follow a new labeller's P(chosen > rejected).
+
+    On relabelled rows, chosen and rejected swap where prob_chosen < 1/2, and prob_chosen becomes the new
+    labeller's probability for the (new) chosen side; other rows keep their labels. Adds "ai_labelled" [N]
+    and "ai_prob_chosen" [N]: the new labeller's P(chosen > rejected) on every row of the returned pairs,
+    relabelled or not (for measuring its agreement where it did not label).
+    """
+    unknown = set(kinds) - set(PROMPT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown prompt kind(s) {sorted(unknown)}; choose from {PROMPT_KINDS}")
+    prob_chosen = np.asarray(prob_chosen)
+    relabelled = np.isin(pairs["kind"], [PROMPT_KINDS.index(k) for k in kinds])
+    swap = relabelled & (prob_chosen < 0.5)
+    out = {k: np.array(v) for k, v in pairs.items()}
+    for a, b in (("chosen_tokens", "rejected_tokens"), ("chosen_valid", "rejected_valid"), ("gold_chosen", "gold_rejected")):
+        out[a][swap], out[b][swap] = pairs[b][swap], pairs[a][swap]
+    ai_prob = np.where(swap, 1 - prob_chosen, prob_chosen)
+    out["prob_chosen"] = np.where(relabelled, ai_prob, pairs["prob_chosen"])
+    out["ai_prob_chosen"], out["ai_labelled"] = ai_prob, relabelled
+    return out
+
+
+def ai_label_pairs(params: dict, cfg: transformer.ModelConfig, pairs: dict, rules: tuple[str, ...],
+                   kinds: tuple[str, ...] = PROMPT_KINDS) -> dict[str, np.ndarray]:
+    """RLAIF's data: the pairs of the given kinds labelled by the feedback model under `rules` (see `relabel`)."""
+    return relabel(pairs, np.asarray(ai_preference(*pair_verdicts(params, cfg, pairs, rules))), kinds)
+
+
+def agreement_with_gold(pairs: dict, prob_chosen: Float[Array, " n"] | None = None) -> float:
+    """Share of pairs with distinct gold scores whose label (or P(chosen > rejected) > 1/2) follows gold.
+
+    With prob_chosen, a pair counts as labelled chosen-first when prob_chosen > 1/2, rejected-first when
+    < 1/2, and half right at exactly 1/2 (a tie, e.g. two identical responses).
+    """
+    gold_diff = np.asarray(pairs["gold_chosen"]) - np.asarray(pairs["gold_rejected"])
+    p = np.ones_like(gold_diff) if prob_chosen is None else np.asarray(prob_chosen)
+    right = np.where(p == 0.5, 0.5, (p > 0.5) == (gold_diff > 0))
+    distinct = gold_diff != 0
+    return float(right[distinct].mean()) if distinct.any() else float("nan")

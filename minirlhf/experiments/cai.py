@@ -1,0 +1,325 @@
+"""Constitutional AI (Bai et al. 2022): AI feedback for harmlessness, human feedback for helpfulness.
+
+The constitution is `world.RULES` (three principles in the toy language). The feedback model is our own
+pretrained (or SFT) language model, prompted with a principle, the question, a reply and "verdict :";
+its P(good) vs P(bad) is the judgement (minirlhf.cai). For each seed this experiment
+  1. measures how often AI labels agree with the gold ordering on the pipeline's preference pairs, per prompt
+     kind, for each judge (pretrained, SFT) and each principle alone or all of them ensembled, beside the
+     simulated human labelers' agreement on the same pairs;
+  2. replaces the human labels of the secret-prompt pairs (harmlessness) with AI labels, keeps the human
+     labels of the math/color pairs (helpfulness), and trains a reward model on the mix (RLAIF), with the
+     same key as the pipeline's human-only RM, so only the labels differ;
+  3. runs PPO against each RM (same key, same config) and measures on held-out prompts: harmlessness
+     (leak and refusal rates on secret prompts), helpfulness (right answers on math/color), gold reward,
+     and KL to SFT.
+We use PPO, not DPO: RL-CAI trains a preference model and does RL against it, and PPO is the pipeline's
+stronger method here (README: gold reward 0.29 vs DPO's 0.09 on one seed), so the comparison is not hidden
+by DPO's weaker optimisation. The price is two PPO runs per seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+from minirlhf import cai, ppo, reward_model
+from minirlhf.data import decode_responses
+from minirlhf.evaluation import evaluate, gold_scores, sample
+from minirlhf.experiments.base import BaseModels, base_models
+from minirlhf.gold import parse_response
+from minirlhf.pipeline import PipelineConfig
+from minirlhf.preferences import make_pairs
+from minirlhf.world import PROMPT_KINDS, RULES, World, sample_prompts
+
+JUDGES = ("pretrained", "sft")  # the models that can give feedback
+HELDOUT_STREAM = 8  # folded into the RM key for this experiment's own held-out pairs (the pipeline uses 0..4)
+POLICIES = ("sft", "human", "rlaif")  # SFT, PPO on the human-only RM, PPO on the RLAIF RM
+
+
+@dataclass(frozen=True)
+class Config:
+    """Who judges, by which principles, which labels it replaces, and the RL budget."""
+
+    judge: str = "pretrained"
+    """The feedback model whose labels train the RLAIF reward model: "pretrained" or "sft"."""
+    rules: tuple[str, ...] = tuple(RULES)
+    """Principles (keys of world.RULES) whose verdicts are averaged into one AI label (Bai et al. ensemble them)."""
+    ai_kinds: tuple[str, ...] = ("secret",)
+    """Prompt kinds whose human labels are replaced by AI labels (harmlessness); the rest stay human."""
+    ppo_iterations: int = 100
+    """PPO iterations for each of the two policies (the pipeline runs 100)."""
+    n_heldout: int = 512
+    """Fresh human-labelled SFT pairs on which both reward models' accuracy against gold is measured."""
+    n_eval: int = 512
+    """Held-out prompts every policy answers (the pipeline's evaluation prompts)."""
+    n_shown: int = 4
+    """Secret and math prompts each whose responses (first seed) the result keeps for reading."""
+    pipeline: PipelineConfig = PipelineConfig()
+    """Pretraining, SFT, RM and PPO settings, as the pipeline runs them."""
+
+    def __post_init__(self):
+        if self.judge not in JUDGES:
+            raise ValueError(f"Config.judge must be one of {JUDGES}, got {self.judge!r}")
+        if not self.rules or set(self.rules) - set(RULES):
+            raise ValueError(f"Config.rules must be a non-empty subset of {tuple(RULES)}, got {self.rules}")
+        if not self.ai_kinds or set(self.ai_kinds) - set(PROMPT_KINDS):
+            raise ValueError(f"Config.ai_kinds must be a non-empty subset of {PROMPT_KINDS}, got {self.ai_kinds}")
+        if min(self.ppo_iterations, self.n_heldout, self.n_eval) < 1:
+            raise ValueError("Config.ppo_iterations, n_heldout and n_eval must be >= 1")
+
+    @classmethod
+    def small(cls) -> "Config":
+        """The notebook's budget: PPO as notebook 04 runs it (60 iterations), fewer held-out pairs."""
+        return cls(ppo_iterations=60, n_heldout=256)
+
+    @property
+    def ppo(self) -> ppo.PPOConfig:
+        return dataclasses.replace(self.pipeline.ppo, iterations=self.ppo_iterations)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def select(pairs: dict, rows: np.ndarray) -> dict:
+    return {k: np.asarray(v)[rows] for k, v in pairs.items()}
+
+
+def agreement_by_kind(pairs: dict, prob_chosen: np.ndarray | None = None) -> dict[str, float]:
+    """cai.agreement_with_gold on each prompt kind's pairs (prob_chosen None: the pairs' own labels)."""
+    out = {}
+    for i, kind in enumerate(PROMPT_KINDS):
+        rows = np.asarray(pairs["kind"]) == i
+        out[kind] = cai.agreement_with_gold(select(pairs, rows), None if prob_chosen is None else prob_chosen[rows])
+    return out
+
+
+def judge_agreement(params: dict, cfg: Config, base: BaseModels) -> tuple[dict, np.ndarray]:
+    """Agreement with gold per kind for each principle alone and for cfg.rules ensembled; also the verdicts."""
+    rules = tuple(RULES)
+    verdicts = cai.pair_verdicts(params, base.cfg.model, base.pairs, rules)  # [4, K, N]
+    result = {rule: agreement_by_kind(base.pairs, np.asarray(cai.ai_preference(*verdicts[:, [k]])))
+              for k, rule in enumerate(rules)}
+    ensemble = verdicts[:, [rules.index(r) for r in cfg.rules]]
+    result["ensemble"] = agreement_by_kind(base.pairs, np.asarray(cai.ai_preference(*ensemble)))
+    return result, ensemble
+
+
+def behaviour(world: World, prompts, tokens: np.ndarray) -> dict[str, float]:
+    """Harmlessness and helpfulness of sampled responses, read from the decoded text.
+
+    leak_rate / refusal_rate: share of secret prompts whose response contains the code / is the refusal.
+    correct_rate: share of math and color prompts answered in the assistant format with the right value.
+    """
+    parsed = [parse_response(w, ended, world.secret) for w, ended in decode_responses(tokens)]
+    gold = gold_scores(world, prompts, tokens)
+    secret = np.array([p.kind == "secret" for p in prompts])
+    right = np.array([r.formatted and r.answer == p.answer for p, r in zip(prompts, parsed)])
+    leaked = np.array([r.leaked for r in parsed])
+    refused = np.array([r.formatted and r.refusal for r in parsed])
+    mean = lambda x: float(x.mean()) if x.size else float("nan")  # nan when no prompt of that kind was drawn
+    return {
+        "leak_rate": mean(leaked[secret]),
+        "refusal_rate": mean(refused[secret]),
+        "correct_rate": mean(right[~secret]),
+        "gold_secret": mean(gold[secret]),
+        "gold_helpful": mean(gold[~secret]),
+        "gold_reward": mean(gold),
+    }
+
+
+def rm_accuracy_by_kind(rm_params: dict, pairs: dict, cfg: PipelineConfig) -> dict[str, float]:
+    """The RM's accuracy against the gold ordering on each kind's held-out pairs."""
+    out = {}
+    for i, kind in enumerate(PROMPT_KINDS):
+        out[kind] = reward_model.accuracy(rm_params, select(pairs, np.asarray(pairs["kind"]) == i), cfg.model)["accuracy_gold"]
+    return out
+
+
+# ---------------------------------------------------------------- one seed
+
+
+def rlaif_reward_model(base: BaseModels, ai_pairs: dict, heldout: dict) -> dict:
+    """An RM trained on the AI-relabelled pairs with the pipeline's config AND keys (run_reward_model's split),
+    normalised on the same SFT samples: it differs from the human-only RM only by its labels."""
+    cfg, model = base.cfg.rm, base.cfg.model
+    _, _, key_train, key_norm, _ = jax.random.split(base.keys["rm"], 5)  # as reward_model.run_reward_model
+    params, _, _ = reward_model.train_reward_model(key_train, base.sft, ai_pairs, heldout, model, cfg)
+    key_prompts, key_sample = jax.random.split(key_norm)
+    prompts = sample_prompts(base.world, np.random.default_rng(int(jax.random.randint(key_prompts, (), 0, 2**31 - 1))),
+                             cfg.n_normalize)
+    gen = sample(base.sft, model, prompts, key_sample)
+    return reward_model.normalize(params, gen.tokens, gen.valid, model)
+
+
+def train_policy(base: BaseModels, rm_params: dict, cfg: Config) -> dict:
+    """PPO exactly as the pipeline runs it (SFT start and reference, value model from the RM)."""
+    policy, _ = ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, partial(reward_model.reward, cfg=base.cfg.model),
+                              rm_params, partial(sample_prompts, base.world), base.cfg.model, cfg.ppo,
+                              gold_fn=partial(gold_scores, base.world), value_params=rm_params)
+    return policy
+
+
+def run_seed(cfg: Config, base: BaseModels, human_policy: dict | None = None) -> tuple[dict, dict]:
+    """Every measurement for one seed's base models: (JSON-able results, the models and AI-labelled pairs).
+
+    human_policy: PPO on base.rm if already trained with cfg.ppo and base.keys["ppo"] (the notebooks' PPO
+    policy is); trained here when None."""
+    clock = time.perf_counter()
+    world, model = base.world, base.cfg.model
+    seconds = {}
+
+    def lap(stage):
+        nonlocal clock
+        seconds[stage] = round(time.perf_counter() - clock, 1)
+        clock = time.perf_counter()
+
+    agreement = {"human": agreement_by_kind(base.pairs)}
+    ensembles = {}
+    for name in JUDGES:
+        agreement[name], ensembles[name] = judge_agreement(getattr(base, name), cfg, base)
+    ai_pairs = cai.relabel(base.pairs, np.asarray(cai.ai_preference(*ensembles[cfg.judge])), cfg.ai_kinds)
+    lap("judging")
+
+    heldout = make_pairs(jax.random.fold_in(base.keys["rm"], HELDOUT_STREAM), base.sft, world, model, cfg.n_heldout,
+                         base.cfg.rm.labeler)
+    rm_rlaif = rlaif_reward_model(base, ai_pairs, heldout)
+    rm_accuracy = {"human": rm_accuracy_by_kind(base.rm, heldout, base.cfg),
+                   "rlaif": rm_accuracy_by_kind(rm_rlaif, heldout, base.cfg)}
+    lap("rlaif_reward_model")
+
+    policies = {"sft": base.sft,
+                "human": human_policy if human_policy is not None else train_policy(base, base.rm, cfg)}
+    lap("ppo_human")
+    policies["rlaif"] = train_policy(base, rm_rlaif, cfg)
+    lap("ppo_rlaif")
+
+    prompts = sample_prompts(world, np.random.default_rng(base.cfg.seed + 1), cfg.n_eval, split="heldout")
+    results, samples = {}, {}
+    for name, params in policies.items():
+        ev = evaluate(params, model, world, prompts, base.keys["eval"], ref_params=base.sft)
+        results[name] = {**behaviour(world, prompts, ev["tokens"]), "answer_rate": ev["answer_rate"],
+                         "kl_to_sft": ev["kl_to_sft"]}
+        samples[name] = ev["tokens"]
+    lap("evaluation")
+    shown = _shown(prompts, cfg.n_shown)
+    return {
+        "seed": base.cfg.seed,
+        "agreement": agreement,
+        "ai_labels": {"relabelled": int(ai_pairs["ai_labelled"].sum()),
+                      "flipped_vs_human": int((ai_pairs["chosen_tokens"] != base.pairs["chosen_tokens"]).any(axis=1).sum())},
+        "rm_accuracy_gold": rm_accuracy,
+        "policies": results,
+        "samples": [{"prompt": " ".join(prompts[i].words[1:]), **{n: decode_response(samples[n][i]) for n in POLICIES}}
+                    for i in shown],
+        "seconds": seconds,
+    }, {"rm_rlaif": rm_rlaif, "ai_pairs": ai_pairs, **{f"policy_{k}": v for k, v in policies.items()}}
+
+
+def decode_response(row: np.ndarray) -> str:
+    words, ended = decode_responses(np.asarray(row)[None])[0]
+    return " ".join(words) + (" <eos>" if ended else " ...")
+
+
+def _shown(prompts, n: int) -> list[int]:
+    """Indices of the first n secret and first n math prompts."""
+    return ([i for i, p in enumerate(prompts) if p.kind == "secret"][:n] +
+            [i for i, p in enumerate(prompts) if p.kind == "math"][:n])
+
+
+# ---------------------------------------------------------------- the experiment interface
+
+
+def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache") -> dict:
+    """Every seed's measurements and their spread (mean, std, min, max over seeds)."""
+    per_seed = []
+    for seed in seeds:
+        base = base_models(seed, cfg.pipeline, cache)
+        per_seed.append(run_seed(cfg, base)[0])
+    return {"config": {"judge": cfg.judge, "rules": list(cfg.rules), "ai_kinds": list(cfg.ai_kinds),
+                       "ppo_iterations": cfg.ppo_iterations, "n_eval": cfg.n_eval},
+            "seeds": per_seed, "spread": spread([{k: s[k] for k in ("agreement", "rm_accuracy_gold", "policies")}
+                                                 for s in per_seed])}
+
+
+def spread(per_seed: list[dict]) -> dict:
+    """Nested dicts of numbers (one per seed) -> the same tree with {"mean", "std", "min", "max"} leaves."""
+    first = per_seed[0]
+    if isinstance(first, dict):
+        return {k: spread([d[k] for d in per_seed]) for k in first}
+    x = np.asarray(per_seed, dtype=float)
+    return {"mean": float(np.nanmean(x)), "std": float(np.nanstd(x)), "min": float(np.nanmin(x)), "max": float(np.nanmax(x))}
+
+
+LABELS = {"sft": "SFT", "human": "PPO, human labels", "rlaif": "PPO, RLAIF"}
+COLORS = {"sft": "tab:blue", "human": "tab:red", "rlaif": "tab:green"}
+
+
+def plot(result: dict) -> plt.Figure:
+    """Left: AI-label agreement with gold by prompt kind. Middle: harmlessness. Right: helpfulness and gold."""
+    seeds = result["seeds"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    judges = [("human", "human labelers"), ("pretrained", "pretrained judge"), ("sft", "SFT judge")]
+    x = np.arange(len(PROMPT_KINDS))
+    for j, (who, label) in enumerate(judges):
+        vals = np.array([[_agree(s, who, k) for k in PROMPT_KINDS] for s in seeds])  # [seeds, kinds]
+        pos = x + (j - 1) * 0.27
+        axes[0].bar(pos, vals.mean(0), 0.27, yerr=vals.std(0), capsize=3, label=label, alpha=0.8)
+        for row in vals:
+            axes[0].scatter(pos, row, s=8, color="k", zorder=3)
+    axes[0].set_xticks(x, [f"{k} pairs" for k in PROMPT_KINDS])
+    axes[0].set_ylim(0.4, 1.0)
+    axes[0].set_ylabel("agreement with gold ordering")
+    axes[0].set_title("who labels pairs like the ideal human?")
+    axes[0].legend(fontsize=7, loc="lower left")
+    panels = [(axes[1], ["leak_rate", "refusal_rate"], "secret prompts: share of responses", "harmlessness"),
+              (axes[2], ["correct_rate", "gold_reward"], "rate / mean gold reward", "helpfulness and gold reward")]
+    for ax, metrics, ylabel, title in panels:
+        x = np.arange(len(metrics))
+        for j, pol in enumerate(POLICIES):
+            vals = np.array([[s["policies"][pol][m] for m in metrics] for s in seeds])
+            pos = x + (j - 1) * 0.27
+            ax.bar(pos, vals.mean(0), 0.27, yerr=vals.std(0), capsize=3, color=COLORS[pol], label=LABELS[pol], alpha=0.8)
+            for row in vals:
+                ax.scatter(pos, row, s=8, color="k", zorder=3)
+        ax.set_xticks(x, [m.replace("_", " ") for m in metrics])
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Constitutional AI: {len(seeds)} seed(s), bars = mean, error bars = std, dots = seeds", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _agree(seed_result: dict, who: str, kind: str) -> float:
+    a = seed_result["agreement"][who]
+    return a[kind] if who == "human" else a["ensemble"][kind]
+
+
+def summary(result: dict) -> str:
+    s = result["spread"]
+    fmt = lambda d: f"{d['mean']:.3f} ± {d['std']:.3f}"
+    lines = [(f"Constitutional AI over seeds {[x['seed'] for x in result['seeds']]} (mean ± std over seeds; "
+              f"judge: {result['config']['judge']} model, principles {result['config']['rules']} ensembled; "
+              f"AI labels replace human ones on {result['config']['ai_kinds']} pairs)."), "",
+             "AI-label agreement with the gold ordering on the pipeline's preference pairs:", "",
+             "| labeller | " + " | ".join(f"{k} pairs" for k in PROMPT_KINDS) + " |", "|---|" + "---|" * len(PROMPT_KINDS)]
+    lines.append("| human labelers | " + " | ".join(fmt(s["agreement"]["human"][k]) for k in PROMPT_KINDS) + " |")
+    for judge in JUDGES:
+        for rule in (*RULES, "ensemble"):
+            lines.append(f"| {judge} judge, {rule} | " + " | ".join(fmt(s["agreement"][judge][rule][k]) for k in PROMPT_KINDS) + " |")
+    lines += ["", "Reward models' accuracy against gold on fresh held-out pairs:", "",
+              "| reward model | " + " | ".join(PROMPT_KINDS) + " |", "|---|" + "---|" * len(PROMPT_KINDS)]
+    for rm in ("human", "rlaif"):
+        lines.append(f"| {rm} | " + " | ".join(fmt(s["rm_accuracy_gold"][rm][k]) for k in PROMPT_KINDS) + " |")
+    metrics = ["leak_rate", "refusal_rate", "correct_rate", "gold_secret", "gold_helpful", "gold_reward", "kl_to_sft"]
+    lines += ["", "Policies on held-out prompts (leak/refusal on secret prompts, correct on math/color):", "",
+              "| policy | " + " | ".join(m.replace("_", " ") for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for pol in POLICIES:
+        lines.append(f"| {LABELS[pol]} | " + " | ".join(fmt(s["policies"][pol][m]) for m in metrics) + " |")
+    return "\n".join(lines)
