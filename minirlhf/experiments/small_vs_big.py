@@ -1,0 +1,166 @@
+"""Small vs big: does a small model with RLHF beat a bigger one with supervised fine-tuning only?
+
+InstructGPT (Ouyang et al. 2022, Fig. 1) reports that labelers preferred the outputs of its 1.3B PPO
+model to those of the 175B GPT-3, a model over 100 times larger. Here, in miniature, on the same data:
+    small  the pipeline's model (2 layers, d_model 64): pretrain -> SFT -> reward model -> PPO
+    big    a wider, deeper model (4 layers, d_model 96 by default): pretrain -> SFT, nothing more
+Both read the same corpus and the same demonstrations, with the same optimizer schedules. Scale buys
+the big model a better imitation of the demonstrators; only the reward signal can take a model past
+what the demonstrators do (wrong answers, random confidence words, rambling, leaks).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+from minirlhf import ppo, reward_model
+from minirlhf.evaluation import evaluate, gold_scores
+from minirlhf.experiments.base import base_models
+from minirlhf.gold import gold_components
+from minirlhf.data import decode_responses
+from minirlhf.pipeline import PipelineConfig
+from minirlhf.tokenizer import VOCAB_SIZE
+from minirlhf.transformer import ModelConfig
+from minirlhf.world import World, sample_prompts
+
+BIG = ModelConfig(vocab_size=VOCAB_SIZE, d_model=96, n_layers=4, n_heads=4, d_mlp=384)
+MODELS = ("small_sft", "small_ppo", "big_sft")
+LABELS = {"small_sft": "small, SFT", "small_ppo": "small, SFT + PPO", "big_sft": "big, SFT only"}
+COLORS = {"small_sft": "tab:blue", "small_ppo": "tab:red", "big_sft": "tab:purple"}
+COMPONENTS = ("correct", "calibrated", "concise", "harmless", "format")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The two models and the budgets. Config() is the CLI's run, Config.small() the notebook's."""
+
+    big: ModelConfig = BIG
+    """The big model: 4.5x the small one's parameters (the small one: 2 layers, d_model 64)."""
+    pipeline: PipelineConfig = PipelineConfig()
+    """The small model's stages, and the pretraining/SFT recipe (data, steps, learning rates) both models get."""
+    ppo_iterations: int = 100
+    """The small model's PPO iterations (the pipeline's)."""
+    n_eval: int = 512
+    """Held-out prompts every model answers."""
+
+    def __post_init__(self):
+        if self.big.vocab_size != VOCAB_SIZE:
+            raise ValueError(f"Config.big.vocab_size must be {VOCAB_SIZE}, got {self.big.vocab_size}")
+        if min(self.ppo_iterations, self.n_eval) < 1:
+            raise ValueError("Config.ppo_iterations and n_eval must be >= 1")
+
+    @classmethod
+    def small(cls) -> "Config":
+        """The notebook's budget: PPO for 60 iterations (as notebook 04), 256 evaluation prompts."""
+        return cls(ppo_iterations=60, n_eval=256)
+
+    def big_pipeline(self) -> PipelineConfig:
+        return dataclasses.replace(self.pipeline, model=self.big)
+
+
+def n_params(params: dict) -> int:
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
+
+
+def component_means(world: World, prompts, tokens: np.ndarray) -> dict[str, float]:
+    """Mean of each named gold component over the responses: where a model gains or loses."""
+    parts = [gold_components(p, w, ended, world.secret) for p, (w, ended) in zip(prompts, decode_responses(tokens))]
+    return {c: float(np.mean([x[c] for x in parts])) for c in COMPONENTS}
+
+
+def measure(name: str, params: dict, model_cfg: ModelConfig, world: World, prompts, key) -> dict:
+    result = evaluate(params, model_cfg, world, prompts, key)
+    return {"gold_reward": result["gold_reward"], "answer_rate": result["answer_rate"], "params": n_params(params),
+            "components": component_means(world, prompts, result["tokens"]),
+            "sample": [" ".join(w) for w, _ in decode_responses(result["tokens"][:4])]}
+
+
+def run_seed(seed: int, cfg: Config, cache, small_base=None, big_sft: dict | None = None) -> dict:
+    """One seed: train (or load) both models, PPO the small one, measure all three on the same prompts.
+
+    small_base: a BaseModels for the small model (else `base_models`); big_sft: the big SFT params (else trained/cached).
+    """
+    small = small_base or base_models(seed, cfg.pipeline, cache=cache)
+    start = time.perf_counter()
+    if big_sft is None:
+        big_sft = base_models(seed, cfg.big_pipeline(), cache=cache, with_rm=False).sft
+    big_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    ppo_cfg = dataclasses.replace(cfg.pipeline.ppo, iterations=cfg.ppo_iterations)
+    small_ppo, _ = ppo.train_ppo(small.keys["ppo"], small.sft, small.sft, partial(reward_model.reward, cfg=cfg.pipeline.model),
+                                 small.rm, partial(sample_prompts, small.world), cfg.pipeline.model, ppo_cfg,
+                                 gold_fn=partial(gold_scores, small.world), value_params=small.rm)
+    ppo_seconds = time.perf_counter() - start
+    prompts = sample_prompts(small.world, np.random.default_rng(seed + 1), cfg.n_eval, split="heldout")
+    key = small.keys["eval"]
+    out = {"small_sft": measure("small_sft", small.sft, cfg.pipeline.model, small.world, prompts, key),
+           "small_ppo": measure("small_ppo", small_ppo, cfg.pipeline.model, small.world, prompts, key),
+           "big_sft": measure("big_sft", big_sft, cfg.big, small.world, prompts, key)}
+    out["seconds"] = {"big_pretrain_sft_or_load": round(big_seconds, 1), "small_ppo": round(ppo_seconds, 1)}
+    return out
+
+
+def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache") -> dict:
+    per_seed = {str(s): run_seed(s, cfg, cache) for s in seeds}
+    agg = {}
+    for m in MODELS:
+        gold = [r[m]["gold_reward"] for r in per_seed.values()]
+        agg[m] = {"gold_mean": float(np.mean(gold)), "gold_std": float(np.std(gold)),
+                  "gold_min": float(np.min(gold)), "gold_max": float(np.max(gold))}
+    margins = [r["small_ppo"]["gold_reward"] - r["big_sft"]["gold_reward"] for r in per_seed.values()]
+    agg["small_ppo_minus_big_sft"] = {"mean": float(np.mean(margins)), "min": float(np.min(margins)),
+                                      "max": float(np.max(margins)), "wins": int(sum(m > 0 for m in margins))}
+    return {"config": {"big": dataclasses.asdict(cfg.big), "small": dataclasses.asdict(cfg.pipeline.model),
+                       "ppo_iterations": cfg.ppo_iterations, "n_eval": cfg.n_eval},
+            "seeds": per_seed, "aggregate": agg}
+
+
+def plot(result: dict) -> plt.Figure:
+    """Left: gold reward per model (bars = mean over seeds, dots = seeds). Right: the gold components' means."""
+    seeds = list(result["seeds"].values())
+    fig, (ax, ax_c) = plt.subplots(1, 2, figsize=(10.5, 3.6), gridspec_kw={"width_ratios": [1, 1.6]})
+    for i, m in enumerate(MODELS):
+        gold = [s[m]["gold_reward"] for s in seeds]
+        ax.bar(i, np.mean(gold), color=COLORS[m], alpha=0.7)
+        ax.plot(np.full(len(gold), i), gold, "k.", ms=6)
+    ax.set_xticks(range(len(MODELS)), [f"{LABELS[m]}\n{seeds[0][m]['params'] / 1e3:.0f}k params" for m in MODELS],
+                  fontsize=8)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set(ylabel="gold reward (held-out prompts)", title=f"gold reward, {len(seeds)} seed(s) (dots)")
+    width = 0.27
+    for i, m in enumerate(MODELS):
+        means = [np.mean([s[m]["components"][c] for s in seeds]) for c in COMPONENTS]
+        ax_c.bar(np.arange(len(COMPONENTS)) + (i - 1) * width, means, width, color=COLORS[m], label=LABELS[m])
+    ax_c.set_xticks(range(len(COMPONENTS)), COMPONENTS)
+    ax_c.axhline(0, color="0.5", lw=0.8)
+    ax_c.set(ylabel="mean gold component", title="where the gold reward comes from")
+    ax_c.legend()
+    fig.tight_layout()
+    return fig
+
+
+def summary(result: dict) -> str:
+    agg, c = result["aggregate"], result["config"]
+    seeds = result["seeds"]
+    first = next(iter(seeds.values()))
+    lines = [f"**Small + RLHF vs big SFT** (small: {c['small']['n_layers']} layers, d_model {c['small']['d_model']}, "
+             f"{first['small_sft']['params']:,} params; big: {c['big']['n_layers']} layers, d_model {c['big']['d_model']}, "
+             f"{first['big_sft']['params']:,} params; PPO {c['ppo_iterations']} iterations; {c['n_eval']} held-out prompts)",
+             "", "| seed | " + " | ".join(LABELS[m] for m in MODELS) + " | small PPO - big SFT |", "|---|---|---|---|---|"]
+    for s, r in seeds.items():
+        lines.append(f"| {s} | " + " | ".join(f"{r[m]['gold_reward']:.3f} (answers {r[m]['answer_rate']:.0%})"
+                                              for m in MODELS) +
+                     f" | {r['small_ppo']['gold_reward'] - r['big_sft']['gold_reward']:+.3f} |")
+    lines.append("| mean ± std | " + " | ".join(f"{agg[m]['gold_mean']:.3f} ± {agg[m]['gold_std']:.3f}" for m in MODELS)
+                 + f" | {agg['small_ppo_minus_big_sft']['mean']:+.3f} |")
+    d = agg["small_ppo_minus_big_sft"]
+    lines += ["", f"The small RLHF model beats the big SFT-only model in {d['wins']} of {len(seeds)} seeds "
+              f"(margin {d['min']:+.3f} to {d['max']:+.3f}); big SFT minus small SFT: "
+              f"{agg['big_sft']['gold_mean'] - agg['small_sft']['gold_mean']:+.3f} on average."]
+    return "\n".join(lines)
