@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-NEEDED = {"jax": "0.4.30", "optax": "0.2.2", "numpy": "1.26", "matplotlib": "3.8", "tqdm": "4.66"}  # requirements.txt
+NEEDED = {"jax": "0.4.30", "optax": "0.2.2", "numpy": "1.26", "matplotlib": "3.8", "tqdm": "4.66", "ipywidgets": "8.1"}  # requirements.txt
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
