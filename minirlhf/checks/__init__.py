@@ -35,6 +35,7 @@ STAGES: dict[str, Stage] = {
     "ppo": Stage("notebooks/04_ppo.ipynb", "Stage 4, PPO"),
     "dpo": Stage("notebooks/07_dpo.ipynb", "Stage 7, direct preference optimization"),
     "best_of_n": Stage("notebooks/07_dpo.ipynb", "Stage 7b, best-of-n"),
+    "cai": Stage("notebooks/08_constitutional_ai.ipynb", "Stage 8, Constitutional AI: labels from the model itself"),
 }
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -86,6 +87,8 @@ EXERCISES: tuple[Exercise, ...] = (
              "the best of n draws lands on score level s with probability F(s)^n - F_-(s)^n, shared among the "
              "responses with that score in proportion to pi:\n"
              "q(y) = (F(s)^n - F_-(s)^n) pi(y) / P(score = s),   KL = sum_y q(y) log(q(y) / pi(y)) over q(y) > 0."),
+    # ---- Constitutional AI
+    Exercise("ai_preference", "minirlhf.cai", "cai", 2, "From verdicts to a preference"),
 )
 
 BY_NAME: dict[str, Exercise] = {e.name: e for e in EXERCISES}
