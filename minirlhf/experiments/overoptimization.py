@@ -1,0 +1,444 @@
+"""Reward over-optimization (Gao, Schulman & Hilton 2022): the proxy keeps rising, the gold reward turns back.
+
+The reward model is a proxy for the ideal human, fitted to a few thousand noisy labels. Optimise it hard
+enough and the policy finds responses the proxy over-rates. Gao et al. measured the gold reward gained over
+the initial policy, R, as a function of the distance travelled, d = sqrt(KL(pi || pi_init)), and found
+
+    best-of-n:  R_bon(d) = d (alpha_bon - beta_bon d)          (Gao et al. 2022, eq. 1)
+    RL (PPO):   R_RL(d)  = d (alpha_RL - beta_RL log d)        (Gao et al. 2022, eq. 2)
+
+both of which rise, peak and fall, while the proxy score keeps rising. Here the gold reward is the toy
+world's ideal human (gold.py), the proxy is the pipeline's reward model, and per seed we measure:
+  1. PPO with beta = 0 (no KL penalty) against the pipeline's reward model, at
+     log-spaced checkpoints on held-out prompts: gold, proxy, the exact KL to SFT (evaluation.sequence_kl),
+     and what the responses do (how often an answerable question is refused, answered right, ...);
+  2. best-of-n for n = 1..256 from one set of SFT draws per distinct held-out prompt: the pick's gold and
+     proxy by the unbiased estimator below, its KL by best_of_n.finite_best_of_n_kl;
+  3. whether the peak moves: PPO with a KL penalty (beta > 0), and best-of-n against reward models trained
+     on fewer or more labelled pairs.
+Both functional forms are fitted to the gold curve by least squares (`fit_bon`, `fit_rl`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+from jaxtyping import Float
+from scipy.special import gammaln
+
+from minirlhf import best_of_n as bon
+from minirlhf import ppo, reward_model
+from minirlhf.data import decode_responses
+from minirlhf.evaluation import evaluate, gold_scores, sample
+from minirlhf.experiments.base import BaseModels, base_models
+from minirlhf.gold import parse_response
+from minirlhf.pipeline import PipelineConfig
+from minirlhf.world import PROMPT_KINDS, Prompt, World, sample_prompts
+
+
+@dataclass(frozen=True)
+class Config:
+    """What to optimise against the proxy, and for how long. Config() is the CLI's run, Config.small() the notebook's."""
+
+    ppo_runs: tuple[tuple[float, float], ...] = ((0.0, 3e-4), (0.1, 3e-4))
+    """PPO runs as (beta, learning rate). The first is the over-optimization run the RL form is fitted to
+    (beta = 0: no KL penalty; 3e-4 is the pipeline's lr); the others show what a KL penalty (or a smaller
+    step) changes. Add (0.0, 1e-4) to see a run that settles instead of finding the hack."""
+    ppo_iterations: int = 100
+    """PPO iterations per run (as many as the pipeline's run; the hack shows within the first tens)."""
+    n_checkpoints: int = 12
+    """Log-spaced PPO iterations at which the policy is evaluated (SFT itself is the point d = 0)."""
+    n_eval: int = 256
+    """Held-out prompts every checkpoint answers (the same prompts and sampling key each time)."""
+    bon_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    """Best-of-n's n values; all are computed from the same draws."""
+    bon_draws: int = 1024
+    """SFT samples per distinct held-out prompt, from which best-of-n (n <= bon_draws) is estimated."""
+    rm_pairs: tuple[int, ...] = (500, 6000)
+    """Extra reward models, by number of labelled pairs (the pipeline's has 2000), for best-of-n only."""
+    n_shown: int = 6
+    """Prompts whose responses the result keeps for reading (two of each kind)."""
+    pipeline: PipelineConfig = PipelineConfig()
+    """Pretraining, SFT, the reward model and PPO's other settings, as the pipeline runs them."""
+
+    def __post_init__(self):
+        if not self.ppo_runs or any(len(r) != 2 or r[0] < 0 or r[1] <= 0 for r in self.ppo_runs):
+            raise ValueError(f"Config.ppo_runs must be a non-empty tuple of (beta >= 0, lr > 0), got {self.ppo_runs}")
+        if min(self.ppo_iterations, self.n_checkpoints, self.n_eval, self.bon_draws) < 1:
+            raise ValueError("Config.ppo_iterations, n_checkpoints, n_eval and bon_draws must be >= 1")
+        if not self.bon_ns or min(self.bon_ns) < 1 or max(self.bon_ns) > self.bon_draws:
+            raise ValueError(f"Config.bon_ns must lie in [1, bon_draws={self.bon_draws}], got {self.bon_ns}")
+        if any(k < 1 for k in self.rm_pairs):
+            raise ValueError(f"Config.rm_pairs must be >= 1, got {self.rm_pairs}")
+
+    @classmethod
+    def small(cls) -> Config:
+        """The notebook's budget: shorter PPO, n up to 128, no extra reward models."""
+        return cls(ppo_iterations=60, n_checkpoints=10, bon_ns=(1, 2, 4, 8, 16, 32, 64, 128), bon_draws=512,
+                   rm_pairs=())
+
+
+# ---------------------------------------------------------------- the functional forms (pure)
+
+
+def bon_form(d: Float[np.ndarray, " k"], alpha: float, beta: float) -> np.ndarray:
+    """R_bon(d) = d (alpha - beta d): gold gained by best-of-n at distance d (Gao et al. 2022, eq. 1)."""
+    d = np.asarray(d, float)
+    return d * (alpha - beta * d)
+
+
+def rl_form(d: Float[np.ndarray, " k"], alpha: float, beta: float) -> np.ndarray:
+    """R_RL(d) = d (alpha - beta log d), with d log d = 0 at d = 0 (Gao et al. 2022, eq. 2)."""
+    d = np.asarray(d, float)
+    return d * alpha - beta * _xlogx(d)
+
+
+def _xlogx(d: np.ndarray) -> np.ndarray:
+    return np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0)), 0.0)
+
+
+def fit_bon(d: Float[np.ndarray, " k"], gain: Float[np.ndarray, " k"]) -> tuple[float, float]:
+    """Least-squares (alpha, beta) of R_bon; R is linear in them: R = alpha d - beta d^2."""
+    return _lstsq(np.stack([d, -np.asarray(d, float) ** 2], axis=1), gain)
+
+
+def fit_rl(d: Float[np.ndarray, " k"], gain: Float[np.ndarray, " k"]) -> tuple[float, float]:
+    """Least-squares (alpha, beta) of R_RL; R is linear in them: R = alpha d - beta d log d."""
+    return _lstsq(np.stack([d, -_xlogx(np.asarray(d, float))], axis=1), gain)
+
+
+def _lstsq(features: np.ndarray, gain: np.ndarray) -> tuple[float, float]:
+    if len(gain) < 2:
+        raise ValueError(f"fitting two parameters needs at least 2 points, got {len(gain)}")
+    (alpha, beta), *_ = np.linalg.lstsq(np.asarray(features, float), np.asarray(gain, float), rcond=None)
+    return float(alpha), float(beta)
+
+
+def form_peak(form: str, alpha: float, beta: float) -> float:
+    """Where the fitted form peaks: d* = alpha / (2 beta) for best-of-n, exp(alpha / beta - 1) for RL (inf if beta <= 0)."""
+    if beta <= 0:
+        return float("inf")
+    return alpha / (2 * beta) if form == "bon" else float(np.exp(min(alpha / beta - 1, 50.0)))
+
+
+# ---------------------------------------------------------------- best-of-n from a fixed set of draws
+
+
+def best_of_n_mean(scores: Float[np.ndarray, " m"], values: Float[np.ndarray, " m"], n: int) -> float:
+    """E[value of the pick] when best-of-n picks, by score, among n of these m draws; unbiased for n <= m.
+
+    Sort the draws by score; the best of a random n-subset is the i-th smallest with probability
+    C(i - 1, n - 1) / C(m, n) (the other n - 1 come from the i - 1 below it). Averaging over every subset
+    instead of using the first n draws only (Nakano et al. 2021, app.; used by Gao et al. 2022) cuts the noise.
+    """
+    m = len(scores)
+    if not 1 <= n <= m:
+        raise ValueError(f"best_of_n_mean needs 1 <= n <= {m} draws, got n = {n}")
+    v = np.asarray(values, float)[np.argsort(scores, kind="stable")]
+    i = np.arange(n, m + 1)  # ranks that can be the maximum
+    log_w = (gammaln(i) - gammaln(n) - gammaln(i - n + 1)) - (gammaln(m + 1) - gammaln(n + 1) - gammaln(m - n + 1))
+    return float(np.sum(np.exp(log_w) * v[n - 1:]))
+
+
+def best_of_n_curves(key: jax.Array, sft_params: dict, rms: dict[str, dict], world: World, prompts: list[Prompt],
+                     ns: tuple[int, ...], draws: int, model_cfg) -> dict:
+    """Gold, proxy and KL to SFT of best-of-n for every n and every reward model, from one set of SFT draws.
+
+    Each distinct prompt gets `draws` samples; its figures are weighted by how often it occurs in `prompts`.
+    KL: `best_of_n.finite_best_of_n_kl` over the distinct responses drawn (coverage: the SFT mass they hold).
+    Also returns, per distinct prompt, the response each RM likes best among the draws (best-of-n as n grows).
+    """
+    distinct: dict[tuple, list] = {}
+    for p in prompts:
+        distinct.setdefault(p.words, [p, 0])[1] += 1
+    sums = {name: np.zeros((3, len(ns))) for name in rms}
+    coverage, favourites = 0.0, {name: {} for name in rms}
+    for j, (prompt, count) in enumerate(distinct.values()):
+        gen = sample(sft_params, model_cfg, [prompt] * draws, jax.random.fold_in(key, j))
+        tokens, logprobs = np.asarray(gen.tokens), np.asarray(gen.logprobs).sum(axis=1)  # [M, T], [M]
+        gold = gold_scores(world, [prompt] * draws, tokens)  # [M]
+        keep = bon.distinct_responses(tokens)
+        coverage += count * float(np.exp(logprobs[keep]).sum())
+        for name, rm in rms.items():
+            scores = np.asarray(reward_model.score(rm, gen.tokens, gen.valid, model_cfg))  # [M]
+            sums[name] += count * np.array([[best_of_n_mean(scores, gold, n) for n in ns],
+                                            [best_of_n_mean(scores, scores, n) for n in ns],
+                                            [bon.finite_best_of_n_kl(logprobs[keep], scores[keep], n) for n in ns]])
+            top = int(np.argmax(scores))
+            favourites[name][" ".join(prompt.words[2:-1])] = (_text(tokens[top:top + 1])[0], float(gold[top]))
+    total = sum(count for _, count in distinct.values())
+    return {name: {"n": list(ns), "gold": list(s[0] / total), "proxy": list(s[1] / total), "kl": list(s[2] / total),
+                   "bound": [bon.kl_bound(n) for n in ns], "coverage": coverage / total, "favourites": favourites[name]}
+            for name, s in sums.items()}
+
+
+# ---------------------------------------------------------------- PPO, measured along the way
+
+
+def checkpoints(iterations: int, count: int) -> list[int]:
+    """About `count` log-spaced iterations in [1, iterations], always including the last."""
+    marks = np.unique(np.round(np.geomspace(1, iterations, count)).astype(int))
+    return [int(i) for i in marks]
+
+
+def behaviour(world: World, prompts: list[Prompt], tokens: np.ndarray) -> dict[str, float]:
+    """What the responses do: refuse answerable questions, answer them right, say "definitely", leak, ramble."""
+    parsed = [parse_response(w, ended, world.secret) for w, ended in decode_responses(tokens)]
+    answerable = np.array([p.kind != "secret" for p in prompts])
+    refused = np.array([r.refusal for r in parsed])
+    right = np.array([r.answer == p.answer for r, p in zip(parsed, prompts)])
+    return {"answer_rate": float(np.mean([r.formatted for r in parsed])),
+            "refuses_answerable": float(refused[answerable].mean()) if answerable.any() else 0.0,
+            "right_answerable": float(right[answerable].mean()) if answerable.any() else 0.0,
+            "refuses_secret": float(refused[~answerable].mean()) if (~answerable).any() else 0.0,
+            "definitely": float(np.mean([r.confidence == "definitely" for r in parsed])),
+            "leaks": float(np.mean([r.leaked for r in parsed])),
+            "words": float(np.mean([len(w) for w, _ in decode_responses(tokens)]))}
+
+
+def measure(params: dict, base: BaseModels, prompts: list[Prompt], shown: list[int]) -> dict:
+    """Gold, proxy, exact KL to SFT and behaviour of `params` on prompts (the eval key: the same draws each time)."""
+    model_cfg = base.cfg.model
+    ev = evaluate(params, model_cfg, base.world, prompts, base.keys["eval"], ref_params=base.sft)
+    proxy = np.asarray(reward_model.score(base.rm, ev["tokens"], ev["valid"], model_cfg))
+    return {"gold": ev["gold_reward"], "gold_se": float(np.std(ev["gold"]) / np.sqrt(len(prompts))),
+            "proxy": float(proxy.mean()), "kl": ev["kl_to_sft"], **behaviour(base.world, prompts, ev["tokens"]),
+            "samples": [(t, float(g)) for t, g in zip(_text(ev["tokens"][shown]), ev["gold"][shown])]}
+
+
+def run_name(beta: float, lr: float) -> str:
+    return f"beta={beta:g} lr={lr:g}"
+
+
+def ppo_curve(cfg: Config, base: BaseModels, prompts: list[Prompt], shown: list[int], beta: float, lr: float,
+              start: dict) -> dict:
+    """PPO at this beta and lr from SFT against the pipeline's RM, measured at `checkpoints`; `start` is SFT's measure."""
+    model_cfg = base.cfg.model
+    ppo_cfg = dataclasses.replace(base.cfg.ppo, beta=beta, iterations=cfg.ppo_iterations, lr=lr)
+    marks, points = set(checkpoints(cfg.ppo_iterations, cfg.n_checkpoints)), [{"iteration": 0, **start}]
+
+    def on_iteration(i: int, params: dict) -> None:
+        if i in marks:
+            points.append({"iteration": i, **measure(params, base, prompts, shown)})
+
+    ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, partial(reward_model.reward, cfg=model_cfg), base.rm,
+                  partial(sample_prompts, base.world), model_cfg, ppo_cfg, value_params=base.rm, on_iteration=on_iteration)
+    return {k: [p[k] for p in points] for k in points[0]}
+
+
+# ---------------------------------------------------------------- one seed, many seeds
+
+
+def peak(d: list[float], gold: list[float], proxy: list[float], gold_se: list[float] | None = None) -> dict:
+    """Where gold peaks along a curve, how far it falls after, and whether the proxy still rose meanwhile."""
+    i = int(np.argmax(gold))
+    drop = gold[i] - gold[-1]
+    out = {"d_peak": d[i], "kl_peak": d[i] ** 2, "gold_peak": gold[i], "gold_end": gold[-1], "d_end": d[-1],
+           "drop": drop, "proxy_at_peak": proxy[i], "proxy_end": proxy[-1], "proxy_max": max(proxy),
+           "peak_inside": 0 < i < len(gold) - 1}
+    if gold_se is not None:  # a fall counts when it exceeds twice the standard error of the two means
+        out["drop_se"] = float(np.hypot(gold_se[i], gold_se[-1]))
+    return out
+
+
+def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
+    """Everything for one seed's base models (SFT, the pipeline's RM); extra RMs come from `cache`."""
+    seed = base.cfg.seed
+    prompts = sample_prompts(base.world, np.random.default_rng(seed + 1), cfg.n_eval, split="heldout")
+    shown = [i for kind in PROMPT_KINDS for i in [j for j, p in enumerate(prompts) if p.kind == kind][:2]][:cfg.n_shown]
+    start = measure(base.sft, base, prompts, shown)
+    runs = {run_name(beta, lr): ppo_curve(cfg, base, prompts, shown, beta, lr, start) for beta, lr in cfg.ppo_runs}
+    main = str(base.cfg.rm.n_pairs)  # the pipeline's RM, named like the others by its number of pairs
+    rms, rm_accuracy = {main: base.rm}, {main: base.rm_metrics.get("accuracy_gold")}
+    for k in sorted(set(cfg.rm_pairs) - {base.cfg.rm.n_pairs}):
+        other = base_models(seed, dataclasses.replace(base.cfg, rm=dataclasses.replace(base.cfg.rm, n_pairs=k)), cache)
+        rms[str(k)], rm_accuracy[str(k)] = other.rm, other.rm_metrics.get("accuracy_gold")
+    curves = best_of_n_curves(base.keys["bon"], base.sft, rms, base.world, prompts, cfg.bon_ns, cfg.bon_draws, base.cfg.model)
+    for name, c in curves.items():
+        c["d"] = list(np.sqrt(np.maximum(c["kl"], 0.0)))
+        c["rm_accuracy_gold"] = rm_accuracy[name]
+        c["peak"] = peak(c["d"], c["gold"], c["proxy"])
+    for r in runs.values():
+        r["d"] = list(np.sqrt(np.maximum(r["kl"], 0.0)))
+        r["peak"] = peak(r["d"], r["gold"], r["proxy"], r["gold_se"])
+    main_bon, main_rl = curves[main], runs[run_name(*cfg.ppo_runs[0])]
+    fits = {}
+    for form, curve, fit in (("bon", main_bon, fit_bon), ("rl", main_rl, fit_rl)):
+        alpha, beta = fit(np.array(curve["d"]), np.array(curve["gold"]) - curve["gold"][0])
+        fits[form] = {"alpha": alpha, "beta": beta, "d_peak": form_peak(form, alpha, beta), "gold_0": curve["gold"][0]}
+    return {"seed": seed, "rm_pairs": main, "prompts_shown": [" ".join(prompts[i].words[2:-1]) for i in shown], "ppo": runs,
+            "bon": curves, "fits": fits}
+
+
+def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict[int, BaseModels] | None = None) -> dict:
+    """Run every seed; `bases` may hold already-trained base models by seed (a notebook passes its own)."""
+    per_seed = {}
+    for seed in seeds:
+        base = (bases or {}).get(seed) or base_models(seed, cfg.pipeline, cache)
+        per_seed[str(seed)] = run_seed(cfg, base, cache)
+    return plain({"experiment": "overoptimization", "config": _config_dict(cfg), "seeds": per_seed,
+                  "aggregate": aggregate(per_seed, cfg)})
+
+
+def plain(x):
+    """numpy numbers -> Python numbers, tuples -> lists, all the way down: what json.dumps writes."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return plain(x.tolist())
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.floating):
+        return float(x)
+    return x
+
+
+def _spread(values: list[float]) -> dict:
+    v = np.asarray(values, float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()),
+            "max": float(v.max()), "values": [float(x) for x in v]}
+
+
+def aggregate(per_seed: dict, cfg: Config) -> dict:
+    """Across seeds: each curve's peak, its fall, the proxy at the end, and the fitted peaks (mean, std, range)."""
+    out = {}
+    curves = {f"ppo {run_name(*r)}": [s["ppo"][run_name(*r)] for s in per_seed.values()] for r in cfg.ppo_runs}
+    curves |= {f"bon {k} pairs": [s["bon"][k] for s in per_seed.values()] for k in next(iter(per_seed.values()))["bon"]}
+    for name, runs in curves.items():
+        peaks = [r["peak"] for r in runs]
+        out[name] = {k: _spread([p[k] for p in peaks]) for k in ("d_peak", "kl_peak", "gold_peak", "gold_end", "drop",
+                                                                "proxy_at_peak", "proxy_end")}
+        out[name]["gold_falls"] = sum(p["drop"] > 2 * p.get("drop_se", 0.0) and p["peak_inside"] for p in peaks)
+        out[name]["proxy_rises"] = sum(p["proxy_end"] > p["proxy_at_peak"] for p in peaks)
+        out[name]["seeds"] = len(peaks)
+    for form in ("bon", "rl"):
+        fits = [s["fits"][form] for s in per_seed.values()]
+        out[f"fit {form}"] = {k: _spread([f[k] for f in fits]) for k in ("alpha", "beta", "d_peak")}
+    return out
+
+
+def _config_dict(cfg: Config) -> dict:
+    d = dataclasses.asdict(cfg)
+    d.pop("pipeline")
+    return d
+
+
+def _text(tokens: np.ndarray) -> list[str]:
+    return [" ".join(w) + (" <eos>" if ended else " ...") for w, ended in decode_responses(np.asarray(tokens))]
+
+
+# ---------------------------------------------------------------- plot and summary
+
+SEED_STYLES = ("-", "--", ":", "-.")
+
+
+def plot(result: dict) -> plt.Figure:
+    """Gold (top) and proxy (bottom) against d = sqrt(KL): best-of-n and PPO, fits dashed; RM size and beta compared."""
+    seeds = list(result["seeds"].values())
+    main, runs = seeds[0]["rm_pairs"], list(seeds[0]["ppo"])
+    rm_names = sorted(seeds[0]["bon"], key=int)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for s, r in enumerate(seeds):
+        label = f"seed {r['seed']}"
+        for col, (form, curve, fit_fn) in enumerate((("bon", r["bon"][main], bon_form),
+                                                     ("rl", r["ppo"][runs[0]], rl_form))):
+            d, fit = np.array(curve["d"]), r["fits"][form]
+            ax = axes[0, col]
+            ax.plot(d, curve["gold"], "o" + SEED_STYLES[s % 4], color=colors[s], ms=4, label=f"{label}: gold")
+            grid = np.linspace(0, d.max(), 100)
+            ax.plot(grid, fit["gold_0"] + fit_fn(grid, fit["alpha"], fit["beta"]), color=colors[s], lw=2.5, alpha=0.35,
+                    label=f"{label}: fit, alpha {fit['alpha']:.2f} beta {fit['beta']:.2f}")
+            axes[1, col].plot(d, curve["proxy"], "o" + SEED_STYLES[s % 4], color=colors[s], ms=4, label=label)
+        for k, name in enumerate(rm_names):  # best-of-n against reward models of several sizes
+            c = r["bon"][name]
+            axes[0, 2].plot(c["d"], c["gold"], "o" + SEED_STYLES[s % 4], color=colors[k + 3], ms=3,
+                            label=f"best-of-n, RM on {name} pairs" if s == 0 else None)
+        for k, name in enumerate(runs[1:]):  # PPO with a KL penalty (or a smaller lr)
+            c = r["ppo"][name]
+            axes[0, 1].plot(c["d"], c["gold"], "s" + SEED_STYLES[s % 4], color=colors[k + 6], ms=3,
+                            label=f"PPO {name}" if s == 0 else None)
+            axes[1, 1].plot(c["d"], c["proxy"], "s" + SEED_STYLES[s % 4], color=colors[k + 6], ms=3,
+                            label=f"PPO {name}" if s == 0 else None)
+    for k, name in enumerate(rm_names):
+        axes[1, 2].plot(seeds[0]["bon"][name]["n"], seeds[0]["bon"][name]["gold"], "o-", color=colors[k + 3],
+                        label=f"RM on {name} pairs (seed {seeds[0]['seed']})")
+    axes[1, 2].set_xscale("log", base=2)
+    titles = [f"best-of-n (RM on {main} pairs)", f"PPO, {runs[0]} (circles) and other runs (squares)",
+              "best-of-n: a weaker or stronger RM"]
+    for col in range(3):
+        axes[0, col].set_title(titles[col], fontsize=10)
+        axes[0, col].set_ylabel("gold reward (mean, [-1, 1])")
+        axes[0, col].legend(fontsize=6)
+    for col in range(2):
+        axes[0, col].set_xlabel("d = sqrt(KL to SFT), sqrt(nats)")
+        axes[1, col].set_ylabel("proxy: RM score (SFT: mean 0, std 1)")
+        axes[1, col].set_xlabel("d = sqrt(KL to SFT), sqrt(nats)")
+        axes[1, col].legend(fontsize=6)
+    axes[0, 2].set_xlabel("d = sqrt(KL to SFT), sqrt(nats)")
+    axes[1, 2].set_xlabel("n (best of n)")
+    axes[1, 2].set_ylabel("gold reward (mean)")
+    axes[1, 2].legend(fontsize=6)
+    fig.suptitle("Reward over-optimization: the proxy climbs, the gold reward peaks and falls "
+                 "(Gao et al. 2022 forms fitted, thick faint lines)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def summary(result: dict) -> str:
+    """Markdown: per-seed peaks, the claim checked across seeds, the fits, and samples past the peak."""
+    seeds, agg = list(result["seeds"].values()), result["aggregate"]
+    n = len(seeds)
+    lines = [f"## Reward over-optimization ({n} seed{'s' if n > 1 else ''}: {', '.join(str(s['seed']) for s in seeds)})", "",
+             ("Gold = the ideal human, proxy = the reward model; d = sqrt(exact KL to SFT). Per curve: where gold "
+              "peaks, what it ends at, and the proxy at the gold peak vs at the end."), "",
+             "| curve | seed | d at gold peak | gold: SFT -> peak -> end | proxy: at peak -> end |", "|---|---|---|---|---|"]
+    for r in seeds:
+        named = [(f"PPO {name}", c) for name, c in r["ppo"].items()]
+        named += [(f"best-of-n, RM {k} pairs" + ("" if c["rm_accuracy_gold"] is None else
+                                                  f" (acc. {c['rm_accuracy_gold']:.3f})"), c)
+                  for k, c in sorted(r["bon"].items(), key=lambda kv: int(kv[0]))]
+        for name, c in named:
+            p = c["peak"]
+            lines.append(f"| {name} | {r['seed']} | {p['d_peak']:.2f} (KL {p['kl_peak']:.2f}) | {c['gold'][0]:+.3f} -> "
+                         f"{p['gold_peak']:+.3f} -> {p['gold_end']:+.3f} (d {p['d_end']:.2f}) | "
+                         f"{p['proxy_at_peak']:+.2f} -> {p['proxy_end']:+.2f} |")
+    lines += ["", ("**Across seeds** (mean ± std [min, max]); 'gold falls' counts seeds whose gold peaks inside the "
+                   "curve and ends lower by more than 2 standard errors (PPO) or at all (best-of-n, computed from the "
+                   "same draws):"), ""]
+    def fmt(s: dict) -> str:
+        return f"{s['mean']:.2f} ± {s['std']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
+
+    for name, a in agg.items():
+        if name.startswith("fit"):
+            continue
+        lines.append(f"- {name}: peak at d = {fmt(a['d_peak'])}, gold at peak {fmt(a['gold_peak'])}, at the end "
+                     f"{fmt(a['gold_end'])}; gold falls in {a['gold_falls']}/{a['seeds']} seeds, the proxy ends above its "
+                     f"value at the gold peak in {a['proxy_rises']}/{a['seeds']}.")
+    lines += ["", "**Fits** (least squares on gold gained over SFT):", ""]
+    for form, eq in (("bon", "R_bon(d) = d(alpha - beta d)"), ("rl", "R_RL(d) = d(alpha - beta log d)")):
+        f = agg[f"fit {form}"]
+        per = ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(f["alpha"]["values"], f["beta"]["values"]))
+        lines.append(f"- {eq}: alpha/beta per seed {per}; fitted peak d* = "
+                     + ", ".join(f"{x:.2f}" for x in f["d_peak"]["values"]))
+    first = seeds[0]
+    rl = first["ppo"][next(iter(first["ppo"]))]
+    i_peak = int(np.argmax(rl["gold"]))
+    lines += ["", (f"**What the hack looks like** (seed {first['seed']}, PPO {next(iter(first['ppo']))}): at the gold "
+                   f"peak (iteration {rl['iteration'][i_peak]}) vs the end (iteration {rl['iteration'][-1]}):"), "",
+              "| | SFT | gold peak | end |", "|---|---|---|---|"]
+    for k in ("gold", "proxy", "kl", "refuses_answerable", "right_answerable", "definitely", "answer_rate", "words"):
+        lines.append(f"| {k} | {rl[k][0]:.3f} | {rl[k][i_peak]:.3f} | {rl[k][-1]:.3f} |")
+    lines += ["", "| prompt | SFT | at the gold peak | at the end |", "|---|---|---|---|"]
+    for j, prompt in enumerate(first["prompts_shown"]):
+        cells = [f"{rl['samples'][i][j][0]} ({rl['samples'][i][j][1]:+.1f})" for i in (0, i_peak, -1)]
+        lines.append(f"| {prompt} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
