@@ -36,6 +36,7 @@ STAGES: dict[str, Stage] = {
     "dpo": Stage("notebooks/07_dpo.ipynb", "Stage 7, direct preference optimization"),
     "best_of_n": Stage("notebooks/07_dpo.ipynb", "Stage 7b, best-of-n"),
     "cai": Stage("notebooks/08_constitutional_ai.ipynb", "Stage 8, Constitutional AI: labels from the model itself"),
+    "grpo_rloo": Stage("notebooks/09_beyond.ipynb", "Stage 9, critic-free policy gradients: GRPO and RLOO"),
 }
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -89,6 +90,10 @@ EXERCISES: tuple[Exercise, ...] = (
              "q(y) = (F(s)^n - F_-(s)^n) pi(y) / P(score = s),   KL = sum_y q(y) log(q(y) / pi(y)) over q(y) > 0."),
     # ---- Constitutional AI
     Exercise("ai_preference", "minirlhf.cai", "cai", 2, "From verdicts to a preference"),
+    # ---- GRPO / RLOO
+    Exercise("group_advantages", "minirlhf.grpo_rloo", "grpo_rloo", 2, "2. GRPO and RLOO: the group is the baseline"),
+    Exercise("leave_one_out_advantages", "minirlhf.grpo_rloo", "grpo_rloo", 2,
+             "2. GRPO and RLOO: the group is the baseline"),
 )
 
 BY_NAME: dict[str, Exercise] = {e.name: e for e in EXERCISES}
