@@ -16,6 +16,7 @@ The length version is Singhal et al. 2023 ("A long way to go: investigating leng
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -240,10 +241,13 @@ def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
     sft_stats, sft_tokens = measure_policy(base, base.sft, eval_prompts, base.keys["eval"])
     out = {"n_probe_right": int(right.sum()), "n_probe_wrong": int((~right).sum()), "sft": sft_stats,
            "gold_shift": edit_shifts(partial(gold_of, world), probe_prompts, bare, right), "labelers": {}}
-    tokens = {"SFT": sft_tokens}
+    tokens, seconds = {"SFT": sft_tokens}, {}
     for name in cfg.labelers:
+        clock = time.perf_counter()
         rm, pairs, rm_metrics = labelled_reward_model(cfg, name, base, cache)
+        seconds[f"rm_{name}"], clock = round(time.perf_counter() - clock, 1), time.perf_counter()
         policy, history = train_policy(cfg, base, rm)
+        seconds[f"ppo_{name}"] = round(time.perf_counter() - clock, 1)
         stats, tokens[name] = measure_policy(base, policy, eval_prompts, base.keys["eval"])
         out["labelers"][name] = {
             "labels": label_preferences(pairs),
@@ -254,6 +258,7 @@ def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
             "history": {k: history[f"objective/{k}"].round(4).tolist() for k in ("scores", "gold", "kl")},
         }
     out["samples"] = samples(world, eval_prompts, tokens, cfg.n_shown)
+    out["seconds"] = seconds  # wall time of each RM (0 when loaded from the cache) and each PPO run
     return out
 
 
