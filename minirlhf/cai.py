@@ -17,6 +17,8 @@ more robust than a single one) and turned into a soft label by Bradley-Terry:
 
     P(a > b) = sigmoid( mean_k [ s_k(x, y_a) - s_k(x, y_b) ] )
 
+Bai et al. show the feedback model both responses in one multiple-choice prompt; our corpus only has
+judgements of one reply at a time, so each reply is judged alone and the two verdicts are compared.
 The AI label picks a when P(a > b) > 1/2. No gold score and no labeler is consulted: the feedback is
 whatever the model learned from its corpus. The pairs dict it returns has the layout of
 `preferences.make_pairs`, so the reward model and DPO train on AI labels unchanged.
