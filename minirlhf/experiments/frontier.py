@@ -83,7 +83,7 @@ def ppo_point(cfg: Config, base: BaseModels, prompts, beta: float) -> dict:
 
 def dpo_point(cfg: Config, base: BaseModels, prompts, beta: float) -> dict:
     """Train DPO at this beta on the RM's labelled pairs (the pipeline's other settings) and measure it."""
-    optim = dataclasses.replace(base.cfg.dpo.optim, steps=cfg.dpo_steps)
+    optim = dataclasses.replace(base.cfg.dpo.optim, steps=cfg.dpo_steps, warmup=min(base.cfg.dpo.optim.warmup, cfg.dpo_steps))
     params, _ = dpo.train_dpo(base.keys["dpo"], base.sft, base.pairs, base.cfg.model,
                               dataclasses.replace(base.cfg.dpo, beta=beta, optim=optim))
     return measure(params, base, prompts)
@@ -106,7 +106,9 @@ def run_seed(cfg: Config, base: BaseModels) -> dict:
     if cfg.bon_ns:
         curve = best_of_n_curves(base.keys["bon"], base.sft, {"rm": base.rm}, base.world, prompts, cfg.bon_ns,
                                  cfg.bon_draws, base.cfg.model)["rm"]
-        points["best_of_n"] = {str(n): {"gold": g, "kl": k, "proxy": p, "kl_bound": b, "coverage": curve["coverage"]}
+        # max(k, 0): best-of-1 is SFT itself, whose estimated KL can come out a rounding error below 0
+        points["best_of_n"] = {str(n): {"gold": g, "kl": max(k, 0.0), "proxy": p, "kl_bound": b,
+                                        "coverage": curve["coverage"]}
                                for n, g, k, p, b in zip(curve["n"], curve["gold"], curve["kl"], curve["proxy"], curve["bound"])}
     else:
         points["best_of_n"] = {}
