@@ -44,15 +44,15 @@ LOSS_TYPES = ("dpo", "cdpo", "ipo")
 class DPOConfig:
     """Which preference loss, how strongly tied to the reference, and how long to train."""
 
-    beta: float = 1.0
+    beta: float = 0.3
     """Strength of the implicit KL penalty: small beta lets the policy move far from pi_ref. The paper's 0.1
-    collapses this tiny model here (answer rate 0.97 -> 0.25, gold reward falls): sums of log-probs over short
-    responses and 2000 pairs on a 2-layer model are not a 7B model on large preference data."""
+    with lr 3e-4 collapsed this tiny model (measured: answer rate 0.97 -> 0.41, KL 5.7 nats): DPO pushed both
+    responses' log-probs down until half its answers left the assistant format. 0.3 with lr 1e-4 keeps it."""
     loss_type: str = "dpo"
     """"dpo" (eq. 7), "cdpo" (conservative, label smoothing) or "ipo" (Azar et al. eq. 17)."""
     label_smoothing: float = 0.0
     """eps for cdpo: the assumed probability that a label is flipped. Only used by cdpo."""
-    optim: OptimConfig = OptimConfig(steps=200, batch_size=64, lr=3e-4, warmup=20)
+    optim: OptimConfig = OptimConfig(steps=200, batch_size=64, lr=1e-4, warmup=20)
     """Optimizer schedule; batch_size counts pairs (each is two sequences)."""
 
     def __post_init__(self):
