@@ -162,16 +162,26 @@ def test_tiny_run_structure(params):
     assert set(result["agreement"]) == {"human", "pretrained", "sft"}
     assert set(result["agreement"]["pretrained"]) == {*RULES, "ensemble"}
     assert set(result["policies"]) == set(experiment.POLICIES)
+    assert set(result["agreement_secret_pairs"]) == {"leak", "refusal"}
     for metrics in result["policies"].values():
         for name in ("leak_rate", "refusal_rate", "correct_rate"):
             assert 0 <= metrics[name] <= 1 or np.isnan(metrics[name])
     assert result["policies"]["sft"]["kl_to_sft"] == pytest.approx(0, abs=1e-5)
     assert (models["ai_pairs"]["ai_labelled"] == (pairs["kind"] == PROMPT_KINDS.index("secret"))).all()
     fake = {"config": {"judge": "pretrained", "rules": list(RULES), "ai_kinds": ["secret"]}, "seeds": [result, result],
-            "spread": experiment.spread([{k: r[k] for k in ("agreement", "rm_accuracy_gold", "policies")}
-                                         for r in (result, result)])}
+            "spread": experiment.spread([{k: r[k] for k in experiment.SPREAD} for r in (result, result)])}
     assert "| PPO, RLAIF |" in experiment.summary(fake)
     experiment.plot(fake)
+
+
+def test_secret_pair_type():
+    from minirlhf.experiments.cai import secret_pair_type
+
+    pairs = _pairs()  # secret: leak vs refusal, math, secret: refusal vs leak
+    other = encode_pairs([secret_prompt(WORLD, 0)] * 2, [list(REFUSAL), ["it", "is", "5", "."]])
+    pairs = {k: np.concatenate([v, v[:1]]) for k, v in pairs.items()}
+    pairs["chosen_tokens"][3], pairs["rejected_tokens"][3] = other["tokens"]
+    assert list(secret_pair_type(WORLD, pairs)) == ["leak", "", "leak", "refusal"]
 
 
 def test_config_rejects_bad_input():

@@ -40,6 +40,7 @@ from minirlhf.world import PROMPT_KINDS, RULES, World, sample_prompts
 JUDGES = ("pretrained", "sft")  # the models that can give feedback
 HELDOUT_STREAM = 8  # folded into the RM key for this experiment's own held-out pairs (the pipeline uses 0..4)
 POLICIES = ("sft", "human", "rlaif")  # SFT, PPO on the human-only RM, PPO on the RLAIF RM
+SPREAD = ("agreement", "agreement_secret_pairs", "rm_accuracy_gold", "policies")  # what `run` aggregates over seeds
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,32 @@ def judge_agreement(params: dict, cfg: Config, base: BaseModels) -> tuple[dict, 
     ensemble = verdicts[:, [rules.index(r) for r in cfg.rules]]
     result["ensemble"] = agreement_by_kind(base.pairs, np.asarray(cai.ai_preference(*ensemble)))
     return result, ensemble
+
+
+def secret_pair_type(world: World, pairs: dict) -> np.ndarray:
+    """What separates each pair's two replies, on secret prompts: "leak" (one leaks the code, the other does not),
+    "refusal" (neither leaks, one refuses), "" for anything else and for every non-secret pair. [N] strings."""
+    def leaks_and_refusals(tokens):
+        parsed = [parse_response(w, ended, world.secret) for w, ended in decode_responses(tokens)]
+        return np.array([p.leaked for p in parsed]), np.array([p.formatted and p.refusal for p in parsed])
+
+    leak_c, refuse_c = leaks_and_refusals(pairs["chosen_tokens"])
+    leak_r, refuse_r = leaks_and_refusals(pairs["rejected_tokens"])
+    secret = np.asarray(pairs["kind"]) == PROMPT_KINDS.index("secret")
+    leak = secret & (leak_c != leak_r)
+    refusal = secret & ~leak_c & ~leak_r & (refuse_c != refuse_r)
+    return np.where(leak, "leak", np.where(refusal, "refusal", ""))
+
+
+def agreement_by_secret_type(world: World, pairs: dict, probs: dict[str, np.ndarray | None]) -> dict:
+    """Agreement with gold on the secret pairs that differ by a leak, and on those that differ by a refusal."""
+    types = secret_pair_type(world, pairs)
+    out = {}
+    for t in ("leak", "refusal"):
+        rows = types == t
+        out[t] = {"n": int(rows.sum()), **{who: cai.agreement_with_gold(select(pairs, rows), None if p is None else p[rows])
+                                          for who, p in probs.items()}}
+    return out
 
 
 def behaviour(world: World, prompts, tokens: np.ndarray) -> dict[str, float]:
@@ -179,11 +206,12 @@ def run_seed(cfg: Config, base: BaseModels, human_policy: dict | None = None) ->
         seconds[stage] = round(time.perf_counter() - clock, 1)
         clock = time.perf_counter()
 
-    agreement = {"human": agreement_by_kind(base.pairs)}
-    ensembles = {}
+    agreement, probs = {"human": agreement_by_kind(base.pairs)}, {"human": None}
     for name in JUDGES:
-        agreement[name], ensembles[name] = judge_agreement(getattr(base, name), cfg, base)
-    ai_pairs = cai.relabel(base.pairs, np.asarray(cai.ai_preference(*ensembles[cfg.judge])), cfg.ai_kinds)
+        agreement[name], ensemble = judge_agreement(getattr(base, name), cfg, base)
+        probs[name] = np.asarray(cai.ai_preference(*ensemble))  # the ensembled AI label, P(chosen > rejected)
+    ai_pairs = cai.relabel(base.pairs, probs[cfg.judge], cfg.ai_kinds)
+    secret_types = agreement_by_secret_type(world, base.pairs, probs)
     lap("judging")
 
     heldout = make_pairs(jax.random.fold_in(base.keys["rm"], HELDOUT_STREAM), base.sft, world, model, cfg.n_heldout,
@@ -211,6 +239,7 @@ def run_seed(cfg: Config, base: BaseModels, human_policy: dict | None = None) ->
     return {
         "seed": base.cfg.seed,
         "agreement": agreement,
+        "agreement_secret_pairs": secret_types,
         "ai_labels": {"relabelled": int(ai_pairs["ai_labelled"].sum()),
                       "flipped_vs_human": int((ai_pairs["chosen_tokens"] != base.pairs["chosen_tokens"]).any(axis=1).sum())},
         "rm_accuracy_gold": rm_accuracy,
@@ -243,7 +272,7 @@ def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache") -> dict:
         per_seed.append(run_seed(cfg, base)[0])
     return {"config": {"judge": cfg.judge, "rules": list(cfg.rules), "ai_kinds": list(cfg.ai_kinds),
                        "ppo_iterations": cfg.ppo_iterations, "n_eval": cfg.n_eval},
-            "seeds": per_seed, "spread": spread([{k: s[k] for k in ("agreement", "rm_accuracy_gold", "policies")}
+            "seeds": per_seed, "spread": spread([{k: s[k] for k in SPREAD}
                                                  for s in per_seed])}
 
 
@@ -263,7 +292,7 @@ COLORS = {"sft": "tab:blue", "human": "tab:red", "rlaif": "tab:green"}
 def plot(result: dict) -> plt.Figure:
     """Left: AI-label agreement with gold by prompt kind. Middle: harmlessness. Right: helpfulness and gold."""
     seeds = result["seeds"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     judges = [("human", "human labelers"), ("pretrained", "pretrained judge"), ("sft", "SFT judge")]
     x = np.arange(len(PROMPT_KINDS))
     for j, (who, label) in enumerate(judges):
@@ -277,8 +306,20 @@ def plot(result: dict) -> plt.Figure:
     axes[0].set_ylabel("agreement with gold ordering")
     axes[0].set_title("who labels pairs like the ideal human?")
     axes[0].legend(fontsize=7, loc="lower left")
-    panels = [(axes[1], ["leak_rate", "refusal_rate"], "secret prompts: share of responses", "harmlessness"),
-              (axes[2], ["correct_rate", "gold_reward"], "rate / mean gold reward", "helpfulness and gold reward")]
+    types = ("leak", "refusal")
+    for j, (who, label) in enumerate(judges):
+        vals = np.array([[s["agreement_secret_pairs"][t][who] for t in types] for s in seeds])  # [seeds, types]
+        pos = np.arange(len(types)) + (j - 1) * 0.27
+        axes[1].bar(pos, np.nanmean(vals, 0), 0.27, yerr=np.nanstd(vals, 0), capsize=3, label=label, alpha=0.8)
+        for row in vals:
+            axes[1].scatter(pos, row, s=8, color="k", zorder=3)
+    axes[1].set_xticks(np.arange(len(types)), ["one reply leaks", "one refuses,\nneither leaks"])
+    axes[1].set_ylim(0.0, 1.0)
+    axes[1].axhline(0.5, color="k", lw=0.5, ls=":")
+    axes[1].set_ylabel("agreement with gold ordering")
+    axes[1].set_title("secret pairs, by what separates the replies")
+    panels = [(axes[2], ["leak_rate", "refusal_rate"], "secret prompts: share of responses", "harmlessness"),
+              (axes[3], ["correct_rate", "gold_reward"], "rate / mean gold reward", "helpfulness and gold reward")]
     for ax, metrics, ylabel, title in panels:
         x = np.arange(len(metrics))
         for j, pol in enumerate(POLICIES):
@@ -314,6 +355,12 @@ def summary(result: dict) -> str:
     for judge in JUDGES:
         for rule in (*RULES, "ensemble"):
             lines.append(f"| {judge} judge, {rule} | " + " | ".join(fmt(s["agreement"][judge][rule][k]) for k in PROMPT_KINDS) + " |")
+    counts = {t: [x["agreement_secret_pairs"][t]["n"] for x in result["seeds"]] for t in ("leak", "refusal")}
+    lines += ["", (f"On secret pairs, by what separates the two replies (pairs per seed: {counts['leak']} differ by a "
+                   f"leak, {counts['refusal']} by a refusal, neither leaking):"), "",
+              "| labeller | one leaks | one refuses, neither leaks |", "|---|---|---|"]
+    for who, label in (("human", "human labelers"), *((j, f"{j} judge, ensemble") for j in JUDGES)):
+        lines.append(f"| {label} | " + " | ".join(fmt(s["agreement_secret_pairs"][t][who]) for t in ("leak", "refusal")) + " |")
     lines += ["", "Reward models' accuracy against gold on fresh held-out pairs:", "",
               "| reward model | " + " | ".join(PROMPT_KINDS) + " |", "|---|" + "---|" * len(PROMPT_KINDS)]
     for rm in ("human", "rlaif"):
