@@ -150,3 +150,13 @@ def test_tiny_run_has_the_documented_structure():
     assert len(seed["samples"]) == 3 and set(seed["samples"][0]["responses"]) == {"SFT", "unbiased", "confident"}
     assert len(lb.plot(result).axes) == 6
     assert "confident" in lb.summary(result)
+
+
+def test_merge_pools_seeds_run_separately():
+    one = lambda seed, x: {"config": {"a": 1}, "seeds": [seed], "per_seed": {str(seed): {"sft": {"gold_reward": x}}}}
+    merged = lb.merge([one(2, 0.5), one(0, -0.5)])
+    assert merged["seeds"] == [0, 2]
+    agg = merged["aggregate"]["sft/gold_reward"]
+    assert agg["mean"] == 0.0 and agg["std"] == 0.5 and agg["values"] == [-0.5, 0.5]
+    with pytest.raises(ValueError, match="same Config"):
+        lb.merge([one(0, 0.0), {**one(1, 0.0), "config": {"a": 2}}])

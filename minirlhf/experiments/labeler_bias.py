@@ -293,6 +293,15 @@ def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict
             "aggregate": aggregate(per_seed)}
 
 
+def merge(results: list[dict]) -> dict:
+    """One result from runs of the same Config on different seeds (e.g. one process per seed)."""
+    if len({repr(r["config"]) for r in results}) != 1:
+        raise ValueError("merge needs results of the same Config; these differ in their 'config'")
+    per_seed = {k: v for r in results for k, v in r["per_seed"].items()}
+    per_seed = {k: per_seed[k] for k in sorted(per_seed, key=int)}
+    return {**results[0], "seeds": [int(k) for k in per_seed], "per_seed": per_seed, "aggregate": aggregate(per_seed)}
+
+
 def _leaves(d: dict, prefix: str = "") -> dict[str, float]:
     """{"a/b": number} for every number in nested dicts (curves and samples left out)."""
     out = {}
