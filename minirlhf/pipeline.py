@@ -94,7 +94,7 @@ def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs
     rm_params, pairs, rm_metrics, histories["reward model"] = reward_model.run_reward_model(
         keys["rm"], models["sft"], world, cfg.model, cfg.rm)
     lap("reward_model")
-    reward_fn = partial(reward_model.reward, cfg=cfg.model)
+    reward_fn = reward_model.reward_fn(cfg.model)
     models["ppo"], histories["ppo"] = ppo.train_ppo(
         keys["ppo"], models["sft"], models["sft"], reward_fn, rm_params, partial(sample_prompts, world),
         cfg.model, cfg.ppo, gold_fn=partial(gold_scores, world), value_params=rm_params)

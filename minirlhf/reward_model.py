@@ -16,7 +16,8 @@ a KL coefficient beta means the same thing whatever reward model it is paired wi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -98,6 +99,13 @@ def loss(params: dict, batch: dict, cfg: transformer.ModelConfig, centering: flo
         "reward_mean": jnp.mean(r),
     }
     return bradley_terry(r_chosen, r_rejected, centering), metrics
+
+
+@lru_cache
+def reward_fn(cfg: transformer.ModelConfig) -> Callable:
+    """r(rm_params, tokens, valid) for PPO: one object per model config. PPO's jitted rollout takes it as a
+    static argument, so a fresh `partial` per run would recompile the rollout for every run of a sweep."""
+    return partial(reward, cfg=cfg)
 
 
 score = jax.jit(reward, static_argnames="cfg")  # scoring outside training: one compiled call per shape

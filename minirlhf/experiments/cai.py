@@ -186,7 +186,7 @@ def rlaif_reward_model(base: BaseModels, ai_pairs: dict, heldout: dict) -> dict:
 
 def train_policy(base: BaseModels, rm_params: dict, cfg: Config) -> dict:
     """PPO exactly as the pipeline runs it (SFT start and reference, value model from the RM)."""
-    policy, _ = ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, partial(reward_model.reward, cfg=base.cfg.model),
+    policy, _ = ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, reward_model.reward_fn(base.cfg.model),
                               rm_params, partial(sample_prompts, base.world), base.cfg.model, cfg.ppo,
                               gold_fn=partial(gold_scores, base.world), value_params=rm_params)
     return policy

@@ -76,7 +76,7 @@ def ppo_point(cfg: Config, base: BaseModels, prompts, beta: float) -> dict:
     """Train PPO at this beta (the pipeline's other settings) and measure the final policy."""
     m = base.cfg.model
     ppo_cfg = dataclasses.replace(base.cfg.ppo, beta=beta, iterations=cfg.ppo_iterations)
-    params, _ = ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, partial(reward_model.reward, cfg=m), base.rm,
+    params, _ = ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, reward_model.reward_fn(m), base.rm,
                               partial(sample_prompts, base.world), m, ppo_cfg, value_params=base.rm)
     return measure(params, base, prompts)
 

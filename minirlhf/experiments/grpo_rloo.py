@@ -75,7 +75,7 @@ class Config:
 def train(method: str, key, sft_params: dict, rm_params: dict, world: World, model_cfg: ModelConfig,
           cfg: Config) -> tuple[dict, dict]:
     """One method from SFT; returns (policy params, history). PPO's value model starts from the RM, as in the pipeline."""
-    reward_fn = partial(reward_model.reward, cfg=model_cfg)
+    reward_fn = reward_model.reward_fn(model_cfg)
     args = (key, sft_params, sft_params, reward_fn, rm_params, partial(sample_prompts, world), model_cfg)
     if method == "ppo":
         return ppo.train_ppo(*args, cfg.ppo_config(), gold_fn=partial(gold_scores, world), value_params=rm_params)

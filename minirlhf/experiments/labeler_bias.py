@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -210,18 +209,11 @@ def labelled_reward_model(cfg: Config, name: str, base: BaseModels, cache) -> tu
     return rm, pairs, metrics
 
 
-@lru_cache
-def reward_fn(model_cfg) -> Callable:
-    """r(rm_params, tokens, valid); one object per model config, so PPO's jitted rollout (which takes it as a
-    static argument) compiles once for all labelers instead of once per new partial."""
-    return partial(reward_model.reward, cfg=model_cfg)
-
-
 def train_policy(cfg: Config, base: BaseModels, rm_params: dict) -> tuple[dict, dict]:
     """PPO against `rm_params`, as the pipeline runs it but for cfg.ppo_iterations (same key for every labeler)."""
     ppo_cfg = dataclasses.replace(base.cfg.ppo, iterations=cfg.ppo_iterations)
     model_cfg = base.cfg.model
-    return ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, reward_fn(model_cfg), rm_params,
+    return ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, reward_model.reward_fn(model_cfg), rm_params,
                          partial(sample_prompts, base.world), model_cfg, ppo_cfg,
                          gold_fn=partial(gold_scores, base.world), value_params=rm_params)
 

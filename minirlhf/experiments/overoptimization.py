@@ -225,7 +225,7 @@ def ppo_curve(cfg: Config, base: BaseModels, prompts: list[Prompt], shown: list[
         if i in marks:
             points.append({"iteration": i, **measure(params, base, prompts, shown)})
 
-    ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, partial(reward_model.reward, cfg=model_cfg), base.rm,
+    ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, reward_model.reward_fn(model_cfg), base.rm,
                   partial(sample_prompts, base.world), model_cfg, ppo_cfg, value_params=base.rm, on_iteration=on_iteration)
     return {k: [p[k] for p in points] for k in points[0]}
 
