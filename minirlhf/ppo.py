@@ -62,7 +62,7 @@ class PPOConfig:
     """Each epoch splits the batch into this many minibatches, one optimizer step each."""
     lr: float = 3e-4
     """Adam learning rate, decayed linearly to 0 over the run (lm-human-preferences)."""
-    beta: float = 0.05
+    beta: float = 0.1
     """Initial KL coefficient (init_kl_coef): the price in reward units of one nat of KL to the reference."""
     kl_estimator: str = "k1"
     """Per-token KL estimate in the reward: "k1" (log-ratio), "k2" (half its square) or "k3"."""

@@ -38,10 +38,10 @@ COLORS = {"ppo": "tab:red", "dpo": "tab:green", "best_of_n": "tab:purple"}
 class Config:
     """The sweeps. Config() is the CLI's run, Config.small() the notebook's."""
 
-    ppo_betas: tuple[float, ...] = (0.02, 0.05, 0.2)
-    """PPO's fixed KL coefficients (the pipeline's is 0.05)."""
+    ppo_betas: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)
+    """PPO's fixed KL coefficients (the pipeline's is 0.1)."""
     ppo_iterations: int = 60
-    """PPO iterations per run (the pipeline runs 100; shortened so that three runs per seed fit the budget)."""
+    """PPO iterations per run (the pipeline runs 100; shortened so that four runs per seed fit the budget)."""
     dpo_betas: tuple[float, ...] = (0.1, 0.3, 1.0)
     """DPO's betas (the pipeline's is 0.3)."""
     dpo_steps: int = 200

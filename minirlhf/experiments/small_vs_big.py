@@ -94,7 +94,7 @@ def run_seed(seed: int, cfg: Config, cache, small_base=None, big_sft: dict | Non
     small = small_base or base_models(seed, cfg.pipeline, cache=cache)
     start = time.perf_counter()
     ppo_cfg = dataclasses.replace(cfg.pipeline.ppo, iterations=cfg.ppo_iterations)
-    small_ppo, _ = ppo.train_ppo(small.keys["ppo"], small.sft, small.sft, partial(reward_model.reward, cfg=cfg.pipeline.model),
+    small_ppo, _ = ppo.train_ppo(small.keys["ppo"], small.sft, small.sft, reward_model.reward_fn(cfg.pipeline.model),
                                  small.rm, partial(sample_prompts, small.world), cfg.pipeline.model, ppo_cfg,
                                  gold_fn=partial(gold_scores, small.world), value_params=small.rm)
     ppo_seconds = time.perf_counter() - start
