@@ -60,7 +60,7 @@ class GroupConfig:
     """Each epoch splits the batch into this many minibatches of whole groups, one optimizer step each."""
     lr: float = 3e-4
     """Adam learning rate, decayed linearly to 0 (as PPO's)."""
-    beta: float = 0.1
+    beta: float = 0.2
     """KL coefficient: a per-token k3 penalty in GRPO's loss, a per-sequence k1 penalty in RLOO's reward."""
     cliprange: float = 0.2
     """epsilon of the clipped ratio (per token in GRPO, per sequence in RLOO)."""
