@@ -139,7 +139,7 @@ def ppo_policy() -> dict:
 
 def train_ppo(sft_params: dict, rm_params: dict, cfg: ppo.PPOConfig = PPO):
     """PPO exactly as notebook 04 runs it: SFT as start and reference, value model initialised from the RM."""
-    return ppo.train_ppo(KEYS["ppo"], sft_params, sft_params, partial(reward_model.reward, cfg=MODEL), rm_params,
+    return ppo.train_ppo(KEYS["ppo"], sft_params, sft_params, reward_model.reward_fn(MODEL), rm_params,
                          partial(sample_prompts, WORLD), MODEL, cfg, gold_fn=partial(gold_scores, WORLD),
                          value_params=rm_params)
 
