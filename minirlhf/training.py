@@ -6,6 +6,7 @@ the device (so the loop moves no data), applies one optax update, and records th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, NamedTuple
 
 import jax
@@ -70,14 +71,43 @@ def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation, batch_
     return jax.jit(step, donate_argnums=0)
 
 
+_COMPILED: dict = {}  # jitted steps by (loss, optimizer config); see compiled_step
+_MAX_COMPILED = 64
+
+
+def _loss_key(loss_fn: Callable):
+    """Equal for two partials of one function with equal arguments (configs are frozen dataclasses)."""
+    if isinstance(loss_fn, partial):
+        return (loss_fn.func, loss_fn.args, tuple(sorted(loss_fn.keywords.items())))
+    return loss_fn
+
+
+def compiled_step(loss_fn: Callable, cfg: OptimConfig) -> Callable:
+    """make_step for this loss and optimizer config, reusing the one built by an earlier call with equal ones.
+
+    A sweep (DPO at three betas on three seeds, reward models for several labelers) calls `fit` again and
+    again with the same loss and schedule; a fresh `jax.jit` each time would compile the step again (seconds
+    each). Reusing the jitted function lets jax find the compiled step in its cache.
+    """
+    key = (_loss_key(loss_fn), cfg)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable argument: build a fresh step
+        return make_step(loss_fn, make_optimizer(cfg), cfg.batch_size)
+    if key not in _COMPILED:
+        if len(_COMPILED) >= _MAX_COMPILED:
+            _COMPILED.clear()
+        _COMPILED[key] = make_step(loss_fn, make_optimizer(cfg), cfg.batch_size)
+    return _COMPILED[key]
+
+
 def fit(
     params: dict, loss_fn: Callable, data: dict, key: jax.Array, cfg: OptimConfig, desc: str = "train"
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Run cfg.steps updates; returns the final params and each metric's history (one value per step)."""
-    optimizer = make_optimizer(cfg)
-    step = make_step(loss_fn, optimizer, cfg.batch_size)
+    step = compiled_step(loss_fn, cfg)
     params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates (frees) its input
-    state = init_state(params, optimizer)
+    state = init_state(params, make_optimizer(cfg))
     data = jax.tree_util.tree_map(jnp.asarray, data)
     history: list[dict] = []
     bar = tqdm(range(cfg.steps), desc=desc, leave=False, mininterval=0.5)
