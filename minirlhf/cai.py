@@ -1,4 +1,4 @@
-"""Constitutional AI, the RL half (RL-CAI / RLAIF; Bai et al. 2022): the model labels preference pairs.
+"""Constitutional AI (Bai et al. 2022): the model labels preference pairs (RL-CAI), and critiques and revises (SL-CAI).
 
 Humans write a short constitution (`world.RULES`, one principle per concern) instead of labelling
 harmlessness pair by pair. A *feedback model* then reads each response against a principle and says
@@ -22,9 +22,13 @@ judgements of one reply at a time, so each reply is judged alone and the two ver
 The AI label picks a when P(a > b) > 1/2. No gold score and no labeler is consulted: the feedback is
 whatever the model learned from its corpus. The pairs dict it returns has the layout of
 `preferences.make_pairs`, so the reward model and DPO train on AI labels unchanged.
+
+SL-CAI, the paper's first stage (its sec. 3), is at the end of this module: critique a response by the
+principles, revise it, fine-tune on the revisions.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -33,9 +37,12 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf import transformer
-from minirlhf.data import PROMPT_WIDTH, decode_responses
+from minirlhf.data import PROMPT_WIDTH, decode_responses, response_mask
+from minirlhf.evaluation import sample
+from minirlhf.pretrain import lm_loss
 from minirlhf.tokenizer import BOT, TOKEN_ID, USER, VOCAB, encode, pad_left
-from minirlhf.world import PROMPT_KINDS, RULES
+from minirlhf.training import OptimConfig, fit
+from minirlhf.world import PROMPT_KINDS, RULES, Prompt, World, sample_prompts
 
 JUDGE_WIDTH = 40  # judge prompts are left-padded to this: 1 + rule 7 + question 8 + reply 15 + 4 labels fits
 JUDGE_BATCH = 512  # rows per judge call: one fixed shape, so the jitted forward compiles once
@@ -161,3 +168,80 @@ def agreement_with_gold(pairs: dict, prob_chosen: Float[Array, " n"] | None = No
     right = np.where(p == 0.5, 0.5, (p > 0.5) == (gold_diff > 0))
     distinct = gold_diff != 0
     return float(right[distinct].mean()) if distinct.any() else float("nan")
+
+
+# ---------------------------------------------------------------- SL-CAI: critique, revise, fine-tune
+#
+# Bai et al. (2022, sec. 3) sample a response to a harmful prompt from a helpful model, ask the model to critique
+# it by a principle, ask it to rewrite the response, and fine-tune on the rewrites. Our models have read verdicts
+# (the judgement documents) but never a rewrite, so they cannot write one. In this toy:
+#   critique   the feedback model's verdict log-odds, averaged over the principles (RL-CAI's score of one reply)
+#   revision   the best-critiqued of k samples from the same helpful model for the same prompt
+# The supervised step is the paper's: fine-tune the helpful model on the revisions, mixed with its own
+# unrevised responses to the other prompts so that it keeps being helpful.
+
+
+@dataclass(frozen=True)
+class SLCAIConfig:
+    """Which prompts are revised, from how many samples, and how long to fine-tune on the result."""
+
+    n_prompts: int = 512
+    """Prompts (train split, mixed kinds) whose responses make the fine-tuning set."""
+    k: int = 8
+    """Samples per prompt among which the revision picks; k = 1 keeps every first response (no revision)."""
+    kinds: tuple[str, ...] = ("secret",)
+    """Prompt kinds whose responses are critiqued and revised (harmlessness); the rest keep the first sample."""
+    optim: OptimConfig = OptimConfig(steps=100, batch_size=64, lr=3e-4, warmup=10)
+    """Fine-tuning from the helpful model (the SFT stage's learning rate)."""
+
+    def __post_init__(self):
+        if self.n_prompts < 1 or self.k < 1:
+            raise ValueError(f"SLCAIConfig needs n_prompts >= 1 and k >= 1, got {self.n_prompts}, {self.k}")
+        if set(self.kinds) - set(PROMPT_KINDS):
+            raise ValueError(f"SLCAIConfig.kinds must be a subset of {PROMPT_KINDS}, got {self.kinds}")
+
+
+def critique(params: dict, cfg: transformer.ModelConfig, rules: tuple[str, ...],
+             tokens: Int[Array, "batch seq"]) -> np.ndarray:
+    """The feedback model's score of every response: mean over `rules` of log p(good) - log p(bad), [B]."""
+    if not rules:
+        raise ValueError("critique needs at least one principle (a key of world.RULES)")
+    return np.mean([np.subtract(*judge(params, cfg, rule, tokens)) for rule in rules], axis=0)
+
+
+def revise(key: jax.Array, policy_params: dict, judge_params: dict, cfg: transformer.ModelConfig,
+           prompts: list[Prompt], rules: tuple[str, ...], k: int) -> dict[str, np.ndarray]:
+    """k samples of the policy per prompt; the revision is the one the critique scores highest (ties: the first).
+
+    Returns {"tokens", "valid"} of the revisions and of the "first" samples ([N, P + R] each, "first_tokens",
+    "first_valid"), with "critique_first" and "critique_revised" [N] and "changed" [N] (the revision is
+    not the first sample).
+    """
+    n = len(prompts)
+    gen = sample(policy_params, cfg, [p for p in prompts for _ in range(k)], key)  # rows i*k .. i*k+k-1: prompt i
+    tokens, valid = np.asarray(gen.tokens).reshape(n, k, -1), np.asarray(gen.valid).reshape(n, k, -1)
+    scores = critique(judge_params, cfg, rules, gen.tokens).reshape(n, k)
+    best = np.argmax(scores, axis=1)  # the first index among equal maxima
+    rows = np.arange(n)
+    return {"tokens": tokens[rows, best], "valid": valid[rows, best], "first_tokens": tokens[:, 0],
+            "first_valid": valid[:, 0], "critique_first": scores[:, 0], "critique_revised": scores[rows, best],
+            "changed": best != 0}
+
+
+def sl_cai(key: jax.Array, policy_params: dict, judge_params: dict, world: World, model_cfg: transformer.ModelConfig,
+           rules: tuple[str, ...], cfg: SLCAIConfig = SLCAIConfig()) -> tuple[dict, dict]:
+    """Fine-tune the helpful model on its revised responses (cfg.kinds) and its own first responses (the rest).
+
+    Returns (params, info): info has the loss history, the revisions (`revise`'s dict), the prompts and
+    "revised" [N], True where the prompt's kind is revised.
+    """
+    key_prompts, key_revise, key_train = jax.random.split(key, 3)
+    rng = np.random.default_rng(int(jax.random.randint(key_prompts, (), 0, 2**31 - 1)))
+    prompts = sample_prompts(world, rng, cfg.n_prompts)
+    rev = revise(key_revise, policy_params, judge_params, model_cfg, prompts, rules, cfg.k)
+    revised = np.array([p.kind in cfg.kinds for p in prompts])
+    tokens = np.where(revised[:, None], rev["tokens"], rev["first_tokens"])
+    valid = np.where(revised[:, None], rev["valid"], rev["first_valid"])
+    data = {"tokens": tokens, "valid": valid, "loss_mask": response_mask(valid)}
+    params, history = fit(policy_params, partial(lm_loss, cfg=model_cfg), data, key_train, cfg.optim, desc="sl-cai")
+    return params, {"history": history, "revisions": rev, "prompts": prompts, "revised": revised}

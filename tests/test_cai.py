@@ -157,7 +157,8 @@ def test_tiny_run_structure(params):
     rm = init_reward_model(keys["rm"], params, CFG)
     pairs = make_pairs(keys["rm"], params, WORLD, CFG, n // 2)
     base = BaseModels(pipeline, WORLD, keys, params, params, rm, pairs, {})
-    cfg = experiment.Config(ppo_iterations=1, n_heldout=n // 2, n_eval=n, n_shown=1, pipeline=pipeline)
+    sl = cai.SLCAIConfig(n_prompts=n // 2, k=2, optim=OptimConfig(steps=2, batch_size=4, warmup=1))
+    cfg = experiment.Config(ppo_iterations=1, n_heldout=n // 2, n_eval=n, n_shown=1, sl_cai=sl, pipeline=pipeline)
     result, models = experiment.run_seed(cfg, base, human_policy=params)
     assert set(result["agreement"]) == {"human", "pretrained", "sft"}
     assert set(result["agreement"]["pretrained"]) == {*RULES, "ensemble"}
@@ -168,7 +169,9 @@ def test_tiny_run_structure(params):
             assert 0 <= metrics[name] <= 1 or np.isnan(metrics[name])
     assert result["policies"]["sft"]["kl_to_sft"] == pytest.approx(0, abs=1e-5)
     assert (models["ai_pairs"]["ai_labelled"] == (pairs["kind"] == PROMPT_KINDS.index("secret"))).all()
-    fake = {"config": {"judge": "pretrained", "rules": list(RULES), "ai_kinds": ["secret"]}, "seeds": [result, result],
+    assert 0 <= result["revisions"]["changed"] <= 1 or result["revisions"]["n"] == 0
+    fake = {"config": {"judge": "pretrained", "rules": list(RULES), "ai_kinds": ["secret"], "sl_cai_k": 2},
+            "seeds": [result, result],
             "spread": experiment.spread([{k: r[k] for k in experiment.SPREAD} for r in (result, result)])}
     assert "| PPO, RLAIF |" in experiment.summary(fake)
     experiment.plot(fake)
@@ -193,3 +196,27 @@ def test_config_rejects_bad_input():
         Config(rules=("kindness",))
     with pytest.raises(ValueError, match="ai_kinds"):
         Config(ai_kinds=())
+
+
+def test_revision_is_the_best_critiqued_sample(params):
+    prompts = [secret_prompt(WORLD, 0), math_prompt(3, "plus", 4)] * 4
+    rules = ("harmless", "brief")
+    rev = cai.revise(jax.random.PRNGKey(5), params, params, CFG, prompts, rules, k=4)
+    # the critique of the kept response, recomputed alone, is the recorded best and at least the first's
+    np.testing.assert_allclose(cai.critique(params, CFG, rules, rev["tokens"]), rev["critique_revised"], rtol=1e-5, atol=1e-5)
+    assert np.all(rev["critique_revised"] >= rev["critique_first"])
+    np.testing.assert_array_equal(rev["changed"], rev["critique_revised"] > rev["critique_first"])
+    same = cai.revise(jax.random.PRNGKey(5), params, params, CFG, prompts, rules, k=1)  # k = 1: nothing to pick
+    assert not same["changed"].any()
+    np.testing.assert_array_equal(same["tokens"], same["first_tokens"])
+
+
+def test_sl_cai_revises_only_the_chosen_kinds_and_is_deterministic(params):
+    from minirlhf.training import OptimConfig
+    cfg = cai.SLCAIConfig(n_prompts=8, k=2, optim=OptimConfig(steps=2, batch_size=4, warmup=1))
+    a, info = cai.sl_cai(jax.random.PRNGKey(6), params, params, WORLD, CFG, ("harmless",), cfg)
+    b, _ = cai.sl_cai(jax.random.PRNGKey(6), params, params, WORLD, CFG, ("harmless",), cfg)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+    np.testing.assert_array_equal(info["revised"], [p.kind == "secret" for p in info["prompts"]])
+    with pytest.raises(ValueError, match="kinds"):
+        cai.SLCAIConfig(kinds=("poetry",))

@@ -9,9 +9,11 @@ its P(good) vs P(bad) is the judgement (minirlhf.cai). For each seed this experi
   2. replaces the human labels of the secret-prompt pairs (harmlessness) with AI labels, keeps the human
      labels of the math/color pairs (helpfulness), and trains a reward model on the mix (RLAIF), with the
      same key as the pipeline's human-only RM, so only the labels differ;
-  3. runs PPO against each RM (same key, same config) and measures on held-out prompts: harmlessness
-     (leak and refusal rates on secret prompts), helpfulness (right answers on math/color), gold reward,
-     and KL to SFT.
+  3. runs PPO against each RM (same key, same config);
+  4. SL-CAI (the paper's supervised stage, minirlhf.cai.sl_cai): the same judge critiques SFT samples on secret
+     prompts, the best-critiqued of k samples is the revision, and SFT is fine-tuned on the revisions;
+  5. measures every policy on held-out prompts: harmlessness (leak and refusal rates on secret prompts),
+     helpfulness (right answers on math/color), gold reward, and KL to SFT.
 We use PPO, not DPO: RL-CAI trains a preference model and does RL against it, and PPO reaches a higher gold
 reward than DPO in the pipeline's runs (README), so a difference between the label sources is not hidden by a
 weaker optimiser. The price is two PPO runs per seed; at notebook 04's 60 iterations each, three seeds fit the
@@ -39,8 +41,9 @@ from minirlhf.world import PROMPT_KINDS, RULES, World, sample_prompts
 
 JUDGES = ("pretrained", "sft")  # the models that can give feedback
 HELDOUT_STREAM = 8  # folded into the RM key for this experiment's own held-out pairs (the pipeline uses 0..4)
-POLICIES = ("sft", "human", "rlaif")  # SFT, PPO on the human-only RM, PPO on the RLAIF RM
-SPREAD = ("agreement", "agreement_secret_pairs", "rm_accuracy_gold", "policies")  # what `run` aggregates over seeds
+SL_CAI_STREAM = 9  # folded into the RM key for SL-CAI's prompts, samples and fine-tuning
+POLICIES = ("sft", "sl_cai", "human", "rlaif")  # SFT, SFT on revisions, PPO on the human-only RM, PPO on the RLAIF RM
+SPREAD = ("agreement", "agreement_secret_pairs", "rm_accuracy_gold", "revisions", "policies")  # what `run` aggregates over seeds
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class Config:
     """Fresh human-labelled SFT pairs on which both reward models' accuracy against gold is measured."""
     n_eval: int = 512
     """Held-out prompts every policy answers (the pipeline's evaluation prompts)."""
+    sl_cai: cai.SLCAIConfig = cai.SLCAIConfig()
+    """SL-CAI's prompts, samples per revision and fine-tuning (critiqued by `judge` under `rules`)."""
     n_shown: int = 4
     """Secret and math prompts each whose responses (first seed) the result keeps for reading."""
     pipeline: PipelineConfig = PipelineConfig()
@@ -226,6 +231,10 @@ def run_seed(cfg: Config, base: BaseModels, human_policy: dict | None = None) ->
     lap("ppo_human")
     policies["rlaif"] = train_policy(base, rm_rlaif, cfg)
     lap("ppo_rlaif")
+    policies["sl_cai"], sl = cai.sl_cai(jax.random.fold_in(base.keys["rm"], SL_CAI_STREAM), base.sft,
+                                        getattr(base, cfg.judge), world, model, cfg.rules, cfg.sl_cai)
+    revisions = revision_effect(world, sl)
+    lap("sl_cai")
 
     prompts = sample_prompts(world, np.random.default_rng(base.cfg.seed + 1), cfg.n_eval, split="heldout")
     results, samples = {}, {}
@@ -243,11 +252,25 @@ def run_seed(cfg: Config, base: BaseModels, human_policy: dict | None = None) ->
         "ai_labels": {"relabelled": int(ai_pairs["ai_labelled"].sum()),
                       "flipped_vs_human": int((ai_pairs["chosen_tokens"] != base.pairs["chosen_tokens"]).any(axis=1).sum())},
         "rm_accuracy_gold": rm_accuracy,
+        "revisions": revisions,
         "policies": results,
         "samples": [{"prompt": " ".join(prompts[i].words[1:]), **{n: decode_response(samples[n][i]) for n in POLICIES}}
                     for i in shown],
         "seconds": seconds,
     }, {"rm_rlaif": rm_rlaif, "ai_pairs": ai_pairs, **{f"policy_{k}": v for k, v in policies.items()}}
+
+
+def revision_effect(world: World, sl: dict) -> dict[str, float]:
+    """What revising did to SL-CAI's fine-tuning data on the revised prompts: leak, refusal and gold of the
+    first samples against the revisions, and how often the revision is not the first sample."""
+    prompts = [p for p, r in zip(sl["prompts"], sl["revised"]) if r]
+    rev = sl["revisions"]
+    out = {"n": len(prompts), "changed": float(rev["changed"][sl["revised"]].mean()) if prompts else float("nan")}
+    for which, key in (("first", "first_tokens"), ("revised", "tokens")):
+        b = behaviour(world, prompts, rev[key][sl["revised"]])
+        out.update({f"{which}_leak_rate": b["leak_rate"], f"{which}_refusal_rate": b["refusal_rate"],
+                    f"{which}_gold": b["gold_reward"]})
+    return out
 
 
 def decode_response(row: np.ndarray) -> str:
@@ -271,7 +294,7 @@ def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache") -> dict:
         base = base_models(seed, cfg.pipeline, cache)
         per_seed.append(run_seed(cfg, base)[0])
     return {"config": {"judge": cfg.judge, "rules": list(cfg.rules), "ai_kinds": list(cfg.ai_kinds),
-                       "ppo_iterations": cfg.ppo_iterations, "n_eval": cfg.n_eval},
+                       "ppo_iterations": cfg.ppo_iterations, "n_eval": cfg.n_eval, "sl_cai_k": cfg.sl_cai.k},
             "seeds": per_seed, "spread": spread([{k: s[k] for k in SPREAD}
                                                  for s in per_seed])}
 
@@ -285,8 +308,8 @@ def spread(per_seed: list[dict]) -> dict:
     return {"mean": float(np.nanmean(x)), "std": float(np.nanstd(x)), "min": float(np.nanmin(x)), "max": float(np.nanmax(x))}
 
 
-LABELS = {"sft": "SFT", "human": "PPO, human labels", "rlaif": "PPO, RLAIF"}
-COLORS = {"sft": "tab:blue", "human": "tab:red", "rlaif": "tab:green"}
+LABELS = {"sft": "SFT", "sl_cai": "SL-CAI", "human": "PPO, human labels", "rlaif": "PPO, RLAIF"}
+COLORS = {"sft": "tab:blue", "sl_cai": "tab:purple", "human": "tab:red", "rlaif": "tab:green"}
 
 
 def plot(result: dict) -> plt.Figure:
@@ -322,10 +345,11 @@ def plot(result: dict) -> plt.Figure:
               (axes[3], ["correct_rate", "gold_reward"], "rate / mean gold reward", "helpfulness and gold reward")]
     for ax, metrics, ylabel, title in panels:
         x = np.arange(len(metrics))
+        width = 0.8 / len(POLICIES)
         for j, pol in enumerate(POLICIES):
             vals = np.array([[s["policies"][pol][m] for m in metrics] for s in seeds])
-            pos = x + (j - 1) * 0.27
-            ax.bar(pos, vals.mean(0), 0.27, yerr=vals.std(0), capsize=3, color=COLORS[pol], label=LABELS[pol], alpha=0.8)
+            pos = x + (j - (len(POLICIES) - 1) / 2) * width
+            ax.bar(pos, vals.mean(0), width, yerr=vals.std(0), capsize=3, color=COLORS[pol], label=LABELS[pol], alpha=0.8)
             for row in vals:
                 ax.scatter(pos, row, s=8, color="k", zorder=3)
         ax.set_xticks(x, [m.replace("_", " ") for m in metrics])
@@ -365,6 +389,13 @@ def summary(result: dict) -> str:
               "| reward model | " + " | ".join(PROMPT_KINDS) + " |", "|---|" + "---|" * len(PROMPT_KINDS)]
     for rm in ("human", "rlaif"):
         lines.append(f"| {rm} | " + " | ".join(fmt(s["rm_accuracy_gold"][rm][k]) for k in PROMPT_KINDS) + " |")
+    r = s["revisions"]
+    lines += ["", (f"SL-CAI's fine-tuning data on secret prompts ({r['n']['mean']:.0f} per seed): the revision is the "
+                   f"best-critiqued of {result['config']['sl_cai_k']} SFT samples and differs from the first "
+                   f"sample on {fmt(r['changed'])} of them."), "",
+              "| responses | leak rate | refusal rate | gold |", "|---|---|---|---|",
+              f"| first samples | {fmt(r['first_leak_rate'])} | {fmt(r['first_refusal_rate'])} | {fmt(r['first_gold'])} |",
+              f"| revisions | {fmt(r['revised_leak_rate'])} | {fmt(r['revised_refusal_rate'])} | {fmt(r['revised_gold'])} |"]
     metrics = ["leak_rate", "refusal_rate", "correct_rate", "gold_secret", "gold_helpful", "gold_reward", "kl_to_sft"]
     lines += ["", "Policies on held-out prompts (leak/refusal on secret prompts, correct on math/color):", "",
               "| policy | " + " | ".join(m.replace("_", " ") for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
