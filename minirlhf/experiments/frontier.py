@@ -42,7 +42,7 @@ class Config:
     """PPO's fixed KL coefficients (the pipeline's is 0.2; 0.5 lands near DPO beta = 1's KL, for a like-for-like
     comparison). Three, so that the three-seed run stays near five minutes."""
     ppo_iterations: int = 60
-    """PPO iterations per run (the pipeline runs 100; shortened so that four runs per seed fit the budget)."""
+    """PPO iterations per run (the pipeline runs 100; shortened so that three runs per seed fit the budget)."""
     dpo_betas: tuple[float, ...] = (0.1, 0.3, 1.0)
     """DPO's betas (the pipeline's is 0.3)."""
     dpo_steps: int = 200
