@@ -156,3 +156,14 @@ def test_tiny_frontier_result_structure(tiny_base):
     assert result["pareto"], "the front holds at least one point"
     assert "Pareto front" in frontier.summary(result)
     frontier.plot(result)
+
+
+def test_seed_spread_is_the_sample_std_and_skips_nan():
+    from minirlhf.experiments import seed_spread
+    s = seed_spread([1.0, 2.0, 3.0])
+    assert (s["mean"], s["min"], s["max"]) == (2.0, 1.0, 3.0)
+    assert s["std"] == pytest.approx(1.0)  # ddof = 1: sqrt(((1-2)^2 + 0 + (3-2)^2) / 2)
+    assert seed_spread([0.7])["std"] == 0.0  # one seed: no spread
+    with_nan = seed_spread([1.0, float("nan"), 3.0])
+    assert with_nan["mean"] == 2.0 and with_nan["std"] == pytest.approx(2 ** 0.5) and len(with_nan["values"]) == 3
+    assert np.isnan(seed_spread([float("nan")])["mean"])

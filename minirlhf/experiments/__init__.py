@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
+
 EXPERIMENTS = {  # name -> module in this package
     "overoptimization": "overoptimization",  # Gao et al. 2022: proxy up, gold peaks and falls
     "labeler_bias": "labeler_bias",  # confident-sounding labels -> RM -> policy
@@ -24,6 +26,21 @@ EXPERIMENTS = {  # name -> module in this package
     "grpo_rloo": "grpo_rloo",  # critic-free policy gradients beside PPO
     "sharding": "sharding",  # data-parallel training step over several devices
 }
+
+
+def seed_spread(values) -> dict:
+    """Mean, standard deviation, min and max over seeds, and the values; every experiment's "mean ± std".
+
+    The std is the sample standard deviation (ddof = 1; 0 for a single seed): with three seeds the population
+    one would understate the spread by a fifth. A NaN (a seed where the measurement had nothing to count) is
+    left out of every statistic.
+    """
+    v = np.asarray(values, float).ravel()
+    kept = v[~np.isnan(v)]
+    if kept.size == 0:
+        return {"mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan"), "values": v.tolist()}
+    return {"mean": float(kept.mean()), "std": float(kept.std(ddof=1)) if kept.size > 1 else 0.0,
+            "min": float(kept.min()), "max": float(kept.max()), "values": v.tolist()}
 
 
 def load(name: str):

@@ -33,6 +33,7 @@ import numpy as np
 from minirlhf import cai, ppo, reward_model
 from minirlhf.data import decode_responses
 from minirlhf.evaluation import evaluate, gold_scores, sample
+from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
 from minirlhf.gold import parse_response
 from minirlhf.pipeline import PipelineConfig
@@ -304,8 +305,7 @@ def spread(per_seed: list[dict]) -> dict:
     first = per_seed[0]
     if isinstance(first, dict):
         return {k: spread([d[k] for d in per_seed]) for k in first}
-    x = np.asarray(per_seed, dtype=float)
-    return {"mean": float(np.nanmean(x)), "std": float(np.nanstd(x)), "min": float(np.nanmin(x)), "max": float(np.nanmax(x))}
+    return seed_spread(per_seed)
 
 
 LABELS = {"sft": "SFT", "sl_cai": "SL-CAI", "human": "PPO, human labels", "rlaif": "PPO, RLAIF"}
@@ -321,7 +321,7 @@ def plot(result: dict) -> plt.Figure:
     for j, (who, label) in enumerate(judges):
         vals = np.array([[_agree(s, who, k) for k in PROMPT_KINDS] for s in seeds])  # [seeds, kinds]
         pos = x + (j - 1) * 0.27
-        axes[0].bar(pos, vals.mean(0), 0.27, yerr=vals.std(0), capsize=3, label=label, alpha=0.8)
+        axes[0].bar(pos, vals.mean(0), 0.27, yerr=_std(vals), capsize=3, label=label, alpha=0.8)
         for row in vals:
             axes[0].scatter(pos, row, s=8, color="k", zorder=3)
     axes[0].set_xticks(x, [f"{k} pairs" for k in PROMPT_KINDS])
@@ -333,7 +333,7 @@ def plot(result: dict) -> plt.Figure:
     for j, (who, label) in enumerate(judges):
         vals = np.array([[s["agreement_secret_pairs"][t][who] for t in types] for s in seeds])  # [seeds, types]
         pos = np.arange(len(types)) + (j - 1) * 0.27
-        axes[1].bar(pos, np.nanmean(vals, 0), 0.27, yerr=np.nanstd(vals, 0), capsize=3, label=label, alpha=0.8)
+        axes[1].bar(pos, np.nanmean(vals, 0), 0.27, yerr=_std(vals), capsize=3, label=label, alpha=0.8)
         for row in vals:
             axes[1].scatter(pos, row, s=8, color="k", zorder=3)
     axes[1].set_xticks(np.arange(len(types)), ["one reply leaks", "one refuses,\nneither leaks"])
@@ -349,7 +349,7 @@ def plot(result: dict) -> plt.Figure:
         for j, pol in enumerate(POLICIES):
             vals = np.array([[s["policies"][pol][m] for m in metrics] for s in seeds])
             pos = x + (j - (len(POLICIES) - 1) / 2) * width
-            ax.bar(pos, vals.mean(0), width, yerr=vals.std(0), capsize=3, color=COLORS[pol], label=LABELS[pol], alpha=0.8)
+            ax.bar(pos, vals.mean(0), width, yerr=_std(vals), capsize=3, color=COLORS[pol], label=LABELS[pol], alpha=0.8)
             for row in vals:
                 ax.scatter(pos, row, s=8, color="k", zorder=3)
         ax.set_xticks(x, [m.replace("_", " ") for m in metrics])
@@ -360,6 +360,11 @@ def plot(result: dict) -> plt.Figure:
     fig.suptitle(f"Constitutional AI: {len(seeds)} seed(s), bars = mean, error bars = std, dots = seeds", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _std(vals: np.ndarray) -> np.ndarray:
+    """Each column's spread over seeds (the rows), as `seed_spread` computes it: the error bars."""
+    return np.array([seed_spread(col)["std"] for col in vals.T])
 
 
 def _agree(seed_result: dict, who: str, kind: str) -> float:

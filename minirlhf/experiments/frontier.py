@@ -25,6 +25,7 @@ import numpy as np
 
 from minirlhf import dpo, ppo, reward_model
 from minirlhf.evaluation import evaluate
+from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
 from minirlhf.experiments.overoptimization import best_of_n_curves, plain
 from minirlhf.pipeline import PipelineConfig
@@ -129,18 +130,12 @@ def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict
                   "pareto": pareto_front(means)})
 
 
-def _spread(values) -> dict:
-    v = np.asarray(values, float)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max())}
-
-
 def aggregate(per_seed: dict) -> dict:
     """Mean, std and range over seeds of gold and KL (and answer rate where measured) for every point."""
     seeds = list(per_seed.values())
-    out = {"sft": {k: _spread([s["sft"][k] for s in seeds]) for k in ("gold", "kl", "answer_rate")}}
+    out = {"sft": {k: seed_spread([s["sft"][k] for s in seeds]) for k in ("gold", "kl", "answer_rate")}}
     for method in METHODS:
-        out[method] = {h: {k: _spread([s[method][h][k] for s in seeds]) for k in seeds[0][method][h]
+        out[method] = {h: {k: seed_spread([s[method][h][k] for s in seeds]) for k in seeds[0][method][h]
                            if k in ("gold", "kl", "answer_rate", "proxy")} for h in seeds[0][method]}
     return out
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from minirlhf import grpo_rloo, ppo, reward_model
 from minirlhf.evaluation import evaluate, gold_scores
+from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import base_models
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.plots import smooth
@@ -120,8 +121,7 @@ def aggregate(per_seed: dict, methods) -> dict:
         for metric in ("gold_reward", "kl_to_sft", "seconds"):
             values = [s[name][metric] for s in per_seed.values() if metric in s[name]]
             if values:
-                stats[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
-                                 "min": float(np.min(values)), "max": float(np.max(values))}
+                stats[metric] = seed_spread(values)
         out[name] = stats
     return out
 

@@ -28,6 +28,7 @@ import numpy as np
 from minirlhf import ppo, reward_model
 from minirlhf.data import decode_responses, encode_pairs
 from minirlhf.evaluation import evaluate, gold_scores
+from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
 from minirlhf.gold import Labeler, gold_reward, parse_response, perceived_score
 from minirlhf.pipeline import PipelineConfig
@@ -306,14 +307,12 @@ def _leaves(d: dict, prefix: str = "") -> dict[str, float]:
 
 
 def aggregate(per_seed: dict[str, dict]) -> dict[str, dict]:
-    """Mean, standard deviation (ddof=0), min and max over seeds of every measured number."""
+    """`seed_spread` (mean, std, min, max, values over seeds) of every measured number."""
     leaves = [_leaves(r) for r in per_seed.values()]
     keys = [k for k in leaves[0] if all(k in x for x in leaves)]
     stats = {}
     for k in keys:
-        v = np.array([x[k] for x in leaves])
-        stats[k] = {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(v.min()), "max": float(v.max()),
-                    "values": v.tolist()}
+        stats[k] = seed_spread([x[k] for x in leaves])
     return stats
 
 

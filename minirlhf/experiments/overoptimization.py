@@ -34,6 +34,7 @@ from minirlhf import best_of_n as bon
 from minirlhf import ppo, reward_model
 from minirlhf.data import decode_responses
 from minirlhf.evaluation import evaluate, gold_scores, sample
+from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
 from minirlhf.gold import parse_response
 from minirlhf.pipeline import PipelineConfig
@@ -301,12 +302,6 @@ def plain(x):
     return x
 
 
-def _spread(values: list[float]) -> dict:
-    v = np.asarray(values, float)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()),
-            "max": float(v.max()), "values": [float(x) for x in v]}
-
-
 def aggregate(per_seed: dict, cfg: Config) -> dict:
     """Across seeds: each curve's peak, its fall, the proxy at the end, and the fitted peaks (mean, std, range)."""
     out = {}
@@ -314,14 +309,14 @@ def aggregate(per_seed: dict, cfg: Config) -> dict:
     curves |= {f"bon {k} pairs": [s["bon"][k] for s in per_seed.values()] for k in next(iter(per_seed.values()))["bon"]}
     for name, runs in curves.items():
         peaks = [r["peak"] for r in runs]
-        out[name] = {k: _spread([p[k] for p in peaks]) for k in ("d_peak", "kl_peak", "gold_peak", "gold_end", "drop",
+        out[name] = {k: seed_spread([p[k] for p in peaks]) for k in ("d_peak", "kl_peak", "gold_peak", "gold_end", "drop",
                                                                 "proxy_at_peak", "proxy_end")}
         out[name]["gold_falls"] = sum(p["drop"] > 2 * p.get("drop_se", 0.0) and p["peak_inside"] for p in peaks)
         out[name]["proxy_rises"] = sum(p["proxy_end"] > p["proxy_at_peak"] for p in peaks)
         out[name]["seeds"] = len(peaks)
     for form in ("bon", "rl"):
         fits = [s["fits"][form] for s in per_seed.values()]
-        out[f"fit {form}"] = {k: _spread([f[k] for f in fits]) for k in ("alpha", "beta", "d_peak")}
+        out[f"fit {form}"] = {k: seed_spread([f[k] for f in fits]) for k in ("alpha", "beta", "d_peak")}
     return out
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from minirlhf import ppo, reward_model
 from minirlhf.evaluation import evaluate, gold_scores
+from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import base_models
 from minirlhf.gold import gold_components
 from minirlhf.data import decode_responses
@@ -115,9 +116,8 @@ def result(cfg: Config, per_seed: dict) -> dict:
     """The JSON-able result: each seed's measurements, and their spread over seeds."""
     agg = {}
     for m in MODELS:
-        gold = [r[m]["gold_reward"] for r in per_seed.values()]
-        agg[m] = {"gold_mean": float(np.mean(gold)), "gold_std": float(np.std(gold)),
-                  "gold_min": float(np.min(gold)), "gold_max": float(np.max(gold))}
+        s = seed_spread([r[m]["gold_reward"] for r in per_seed.values()])
+        agg[m] = {"gold_mean": s["mean"], "gold_std": s["std"], "gold_min": s["min"], "gold_max": s["max"]}
     margins = [r["small_ppo"]["gold_reward"] - r["big_sft"]["gold_reward"] for r in per_seed.values()]
     agg["small_ppo_minus_big_sft"] = {"mean": float(np.mean(margins)), "min": float(np.min(margins)),
                                       "max": float(np.max(margins)), "wins": int(sum(m > 0 for m in margins))}
