@@ -218,6 +218,8 @@ def revise(key: jax.Array, policy_params: dict, judge_params: dict, cfg: transfo
     not the first sample).
     """
     n = len(prompts)
+    if n < 1 or k < 1:
+        raise ValueError(f"revise needs at least one prompt and k >= 1 samples per prompt, got {n} prompts, k = {k}")
     gen = sample(policy_params, cfg, [p for p in prompts for _ in range(k)], key)  # rows i*k .. i*k+k-1: prompt i
     tokens, valid = np.asarray(gen.tokens).reshape(n, k, -1), np.asarray(gen.valid).reshape(n, k, -1)
     scores = critique(judge_params, cfg, rules, gen.tokens).reshape(n, k)

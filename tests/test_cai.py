@@ -209,6 +209,8 @@ def test_revision_is_the_best_critiqued_sample(params):
     same = cai.revise(jax.random.PRNGKey(5), params, params, CFG, prompts, rules, k=1)  # k = 1: nothing to pick
     assert not same["changed"].any()
     np.testing.assert_array_equal(same["tokens"], same["first_tokens"])
+    with pytest.raises(ValueError, match="k >= 1"):
+        cai.revise(jax.random.PRNGKey(5), params, params, CFG, prompts, rules, k=0)
 
 
 def test_sl_cai_revises_only_the_chosen_kinds_and_is_deterministic(params):
