@@ -2,8 +2,9 @@
 
     python -m minirlhf.bench [--json]
 
+Ours is the library's own training step (`training.make_step` on pretraining's loss) and `sampling.generate`.
 The baseline is nanoGPT's model at the same size (pre-LN, tied embeddings, same dims): a training
-step with AdamW, and generation the way nanoGPT's `generate` does it, re-running the whole sequence
+step with gradient clipping and AdamW, and generation the way nanoGPT's `generate` does it, re-running the whole sequence
 for every new token (no KV cache). Torch is optional; without it only our numbers are printed.
 """
 from __future__ import annotations
@@ -17,12 +18,12 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from minirlhf import keep_freed_memory
-from minirlhf.ops import masked_mean, token_logprobs
+from minirlhf.pretrain import lm_loss
 from minirlhf.sampling import SampleConfig, generate
-from minirlhf.transformer import ModelConfig, forward, init_params
+from minirlhf.training import OptimConfig, init_state, make_optimizer, make_step
+from minirlhf.transformer import ModelConfig, init_params
 
 BATCH, SEQ_LEN = 64, 48  # training batch
 N_PROMPTS, PROMPT_WIDTH, NEW_TOKENS = 64, 16, 24  # generation
@@ -48,33 +49,27 @@ def median_times_ms(runners: dict, repeats: int = REPEATS) -> dict:
     return times
 
 
-def lm_loss(params, tokens, valid, cfg: ModelConfig):
-    """Next-token cross-entropy over tokens that are valid and have a valid token before them."""
-    logits, _ = forward(params, tokens, valid, cfg)
-    has_context = valid & jnp.pad(valid[:, :-1], ((0, 0), (1, 0)))  # [B, T]
-    return -masked_mean(token_logprobs(logits, tokens), has_context)
-
-
 def jax_runners(cfg: ModelConfig, sample_cfg: SampleConfig) -> dict:
-    """Zero-argument callables that run (and wait for) one training step / one `generate` call."""
-    k_params, k_data, k_prompts, k_sample = jax.random.split(jax.random.key(0), 4)
-    params = init_params(k_params, cfg)
-    optimizer = optax.adamw(3e-4)
+    """Zero-argument callables that run (and wait for) one training step / one `generate` call.
 
-    # The whole step is one XLA program; donating params and optimizer state lets it update in place.
-    @partial(jax.jit, static_argnames="cfg", donate_argnums=(0, 1))
-    def train_step(params, opt_state, tokens, valid, cfg):
-        loss, grads = jax.value_and_grad(lm_loss)(params, tokens, valid, cfg)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    The training step is the library's own: `training.make_step` over pretraining's `lm_loss`, the step every
+    stage's `fit` calls (it draws its minibatch inside the jitted step, clips the gradient, applies AdamW).
+    """
+    k_params, k_data, k_prompts, k_sample, k_steps = jax.random.split(jax.random.key(0), 5)
+    params = init_params(k_params, cfg)
+    optim_cfg = OptimConfig(steps=REPEATS + 1, batch_size=BATCH, warmup=1)
+    optimizer = make_optimizer(optim_cfg)
+    step = make_step(partial(lm_loss, cfg=cfg), optimizer, BATCH)
 
     tokens = jax.random.randint(k_data, (BATCH, SEQ_LEN), 0, cfg.vocab_size)
     valid = jnp.ones_like(tokens, dtype=bool)
-    state = {"params": jax.tree.map(jnp.copy, params), "opt_state": optimizer.init(params)}
+    data = {"tokens": tokens, "valid": valid, "loss_mask": valid.at[:, 0].set(False)}
+    state = {"train": init_state(jax.tree.map(jnp.copy, params), optimizer), "key": k_steps}
 
     def run_train():
-        state["params"], state["opt_state"], loss = train_step(state["params"], state["opt_state"], tokens, valid, cfg)
-        loss.block_until_ready()
+        state["key"], key = jax.random.split(state["key"])
+        state["train"], metrics = step(state["train"], data, key)
+        metrics["loss"].block_until_ready()
 
     prompts = jax.random.randint(k_prompts, (N_PROMPTS, PROMPT_WIDTH), 3, cfg.vocab_size)
     prompt_valid = jnp.ones_like(prompts, dtype=bool)
@@ -141,6 +136,7 @@ def torch_runners(cfg: ModelConfig, sample_cfg: SampleConfig) -> dict:
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, cfg.vocab_size), tokens[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as the library's optimizer chain does
         optimizer.step()
 
     prompts = torch.randint(3, cfg.vocab_size, (N_PROMPTS, PROMPT_WIDTH))
