@@ -13,7 +13,8 @@ def keep_freed_memory() -> bool:
     XLA:CPU allocates one scratch buffer per call (about 50 MB for the training step here) and frees
     it afterwards. glibc returns any block above 32 MB to the OS at once, so every step starts on
     fresh pages: ~12,000 page faults, 30-40 ms of kernel time on a step that computes for ~60 ms.
-    Applies to the whole process (torch included); returns False where there is no glibc.
+    Applies to the whole process (torch included), so the library never calls it at import: the command line,
+    the notebooks' setup and the benchmark call it before they train. Returns False where there is no glibc.
     """
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
     try:
@@ -22,5 +23,3 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
 
-
-keep_freed_memory()  # every training step in the course benefits; see the docstring

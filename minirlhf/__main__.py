@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--small", action="store_true", help="the notebooks' smaller budget")
     exp.add_argument("--cache", default="runs/cache", help="folder for the shared pretrained/SFT/RM models")
     args = parser.parse_args(argv)
+    from minirlhf import keep_freed_memory
+
+    keep_freed_memory()  # training from here on: see its docstring
     if args.command == "run":
         from minirlhf.pipeline import run_pipeline, PipelineConfig
 

@@ -58,6 +58,7 @@ def find_minirlhf():
 def setup() -> None:
     versions = check_versions()  # before importing minirlhf, which needs them
     minirlhf = find_minirlhf()
+    minirlhf.keep_freed_memory()  # the notebooks train: see its docstring
     import jax
     import matplotlib.pyplot as plt
 
