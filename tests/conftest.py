@@ -7,3 +7,8 @@ settings.register_profile(
     "minirlhf", max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("minirlhf")
+
+# The tests train, like the command line does: keep freed memory for reuse (see the function's docstring).
+import minirlhf  # noqa: E402
+
+minirlhf.keep_freed_memory()
