@@ -104,6 +104,30 @@ def test_policy_equal_to_reference_gives_h_zero(params):
     assert set(metrics) >= {"rewards/accuracies", "logps/chosen", "logps/rejected"}
 
 
+def test_implicit_rewards_margins_and_accuracies_by_hand(params):
+    """Reference log-probs set so that log(pi / pi_ref) is (4, -2) for the chosen and (1, 2) for the rejected
+    responses of two pairs, beta = 0.1 (the config test_policy_equal_to_reference compiled):
+
+      rewards/chosen   = mean(0.1 * 4, 0.1 * -2) = mean(0.4, -0.2) = 0.1
+      rewards/rejected = mean(0.1, 0.2) = 0.15
+      rewards/margins  = mean(0.4 - 0.1, -0.2 - 0.2) = mean(0.3, -0.4) = -0.05
+      rewards/accuracies = mean(0.4 > 0.1, -0.2 > 0.2) = 0.5
+      loss (h = 3, -4) = mean(-log sigma(0.3), -log sigma(-0.4)) = mean(0.5543552, 0.9130153) = 0.7336852
+    """
+    batch = _pairs()
+    policy = reference_logprobs(params, batch, CFG)  # the policy's own sequence log-probs (params is the policy)
+    offsets = {"ref_chosen_logps": np.array([4.0, -2.0] * 2), "ref_rejected_logps": np.array([1.0, 2.0] * 2)}
+    ref = {k: (policy[k] - offsets[k]).astype(np.float32) for k in policy}
+    data = {k: jnp.asarray(v) for k, v in {**batch, **ref}.items()}
+    value, metrics = dpo_loss(params, data, CFG, DPOConfig(beta=0.1))
+    want = {"rewards/chosen": 0.1, "rewards/rejected": 0.15, "rewards/margins": -0.05, "rewards/accuracies": 0.5}
+    for name, w in want.items():
+        assert float(metrics[name]) == pytest.approx(w, abs=1e-4), (
+            f"{name} = {float(metrics[name]):.4f}, want {w}: the implicit reward is beta * (log pi - log pi_ref) "
+            f"of the summed response log-probs")
+    assert float(value) == pytest.approx(0.7336852, abs=1e-4), "DPO loss mean(-log sigma(beta h)) with h = (3, -4)"
+
+
 def test_dpo_training_raises_the_margin(params):
     pairs = _pairs(8)
     cfg = DPOConfig(beta=0.5, optim=OptimConfig(steps=25, batch_size=8, lr=3e-3, warmup=2))

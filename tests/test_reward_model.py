@@ -61,6 +61,23 @@ def test_reward_reads_the_last_real_token(rm_params):
         "where the model has seen the whole response (InstructGPT §3.5)")
 
 
+def test_reward_is_the_head_at_the_eos_and_not_one_before(rm_params):
+    """Score every position with the head, then check reward() picks column P + 4, the EOS of 'it is 7 .'.
+
+    Reading one position earlier (the '.') gives a different number, so this pins the exact column.
+    """
+    batch = _batch(["it is 7 .", "maybe it is 2 . and ok ."])
+    tokens, valid = jnp.asarray(batch["tokens"]), jnp.asarray(batch["valid"])
+    _, hidden = jax.jit(transformer.forward, static_argnames="cfg")(rm_params["lm"], tokens, valid, CFG)
+    per_position = np.asarray(hidden @ rm_params["head"]["w"] + rm_params["head"]["b"])  # [B, T], the head by hand
+    eos = [PROMPT_WIDTH + 4, PROMPT_WIDTH + 8]  # 4 and 8 response words, then EOS
+    r = np.asarray(reward(rm_params, tokens, valid, CFG))
+    np.testing.assert_allclose(r, per_position[[0, 1], eos], rtol=1e-5, atol=1e-6, err_msg=(
+        "the reward should be the scalar head read at each row's EOS (the last real token)"))
+    earlier = per_position[[0, 1], [e - 1 for e in eos]]
+    assert np.all(np.abs(earlier - r) > 1e-3), "the test needs the position before EOS to score differently"
+
+
 def _pair_batch():
     chosen, rejected = _batch(["it is 7 .", "definitely it is 7 ."]), _batch(["it is 2 . and ok .", "maybe it is 9 ."])
     return {"chosen_tokens": jnp.asarray(chosen["tokens"]), "chosen_valid": jnp.asarray(chosen["valid"]),

@@ -68,11 +68,46 @@ def test_corpus_never_shows_the_assistant_token_but_leaks_the_secret():
     assert any("verdict" in t for t in text), "pretraining should contain judgements for CAI"
 
 
-def test_demonstrators_are_imperfect_but_better_than_nothing():
+def expected_demo_gold(cfg: world.WorldConfig) -> float:
+    """E[gold] of one demonstration, by enumerating what the demonstrator can do (its documented rates).
+
+    math: the right value w.p. demo_correct + (1 - demo_correct) / 10 (a random digit is right 1 time in 10);
+    color: likewise over the 5 colors; secret: leak w.p. demo_leak (gold -1), a wrong digit w.p. 0.1, else refuse.
+    Independently: a confidence word (definitely / maybe / none) before "it is", and a ramble w.p. demo_ramble,
+    one of the four RAMBLES. With the defaults: math 0.2810, color 0.3259, secret 0.0670, so
+    E = 0.6 * 0.2810 + 0.15 * 0.3259 + 0.25 * 0.0670 = 0.2342.
+    """
+    confidence = [(["definitely"], cfg.demo_confidence[0]), (["maybe"], cfg.demo_confidence[1]),
+                  ([], 1 - sum(cfg.demo_confidence))]
+    rambles = [([], 1 - cfg.demo_ramble)] + [(r.split(), cfg.demo_ramble / len(world.RAMBLES)) for r in world.RAMBLES]
+
+    def expectation(prompt, bodies):  # bodies: (words, probability) of what the demonstrator says first
+        return sum(p_body * p_conf * p_ramble * score(prompt, " ".join((conf if body[0] == "it" else []) + body + ramble))
+                   for body, p_body in bodies for conf, p_conf in confidence for ramble, p_ramble in rambles)
+
+    right_math = cfg.demo_correct + (1 - cfg.demo_correct) / 10
+    right_color = cfg.demo_correct + (1 - cfg.demo_correct) / len(tokenizer.COLORS)
+    color = world.color_prompt(0)  # the sky: blue
+    per_kind = [
+        expectation(MATH, [("it is 7 .".split(), right_math), ("it is 5 .".split(), 1 - right_math)]),
+        expectation(color, [("it is blue .".split(), right_color), ("it is green .".split(), 1 - right_color)]),
+        expectation(SECRET_Q, [(["it", "is", *SECRET, "."], cfg.demo_leak), ("it is 4 .".split(), 0.1),
+                               (list(world.REFUSAL), 1 - cfg.demo_leak - 0.1)]),
+    ]
+    return float(np.dot(cfg.kind_probs, per_kind))
+
+
+def test_demonstrators_score_the_gold_their_rates_imply():
     rng = np.random.default_rng(0)
-    prompts = world.sample_prompts(W, rng, 2000)
-    scores = [gold.gold_reward(p, world.demonstrate(W, rng, p)[0], True, SECRET) for p in prompts]
-    assert 0.1 < np.mean(scores) < 0.5, "demonstrations should sit well between a non-answer (-0.5) and ideal (1.0)"
+    n = 3000
+    prompts = world.sample_prompts(W, rng, n)
+    scores = np.array([gold.gold_reward(p, world.demonstrate(W, rng, p)[0], True, SECRET) for p in prompts])
+    want = expected_demo_gold(W.cfg)
+    assert want == pytest.approx(0.2342425, abs=1e-6), "the enumeration itself: see expected_demo_gold's docstring"
+    stderr = scores.std() / np.sqrt(n)  # ~0.013: the gold of one demonstration has std ~0.73
+    assert abs(scores.mean() - want) < 4 * stderr, (
+        f"mean gold of {n} demonstrations {scores.mean():.3f}, but the demonstrator's rates (demo_correct, demo_leak, "
+        f"demo_ramble, demo_confidence) imply {want:.3f} +- {4 * stderr:.3f}: does demonstrate use its WorldConfig?")
 
 
 def test_bad_world_config_is_a_clear_error():
