@@ -41,6 +41,7 @@ START_TIMEOUT = 180.0  # seconds for a worker to import jax and the checks
 # the same). MINIRLHF_GRADE_XLA_FLAGS replaces them, e.g. with "" if a jaxlib does not know a flag.
 FAST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+NAME_WIDTH = 2 + max(len(e.name) for e in EXERCISES)  # the exercise column of the tables, names never run on
 
 
 def resolve_impl(impl: str | os.PathLike) -> Path:
@@ -209,7 +210,7 @@ class _Fail(Exception):
 
 def format_row(r: dict, width: int = 100) -> str:
     status = "pass" if r["passed"] else "FAIL"
-    row = f"  {r['name']:<24}{r['module']:<14}{r['points']:>3}/{r['max_points']:<3} {status}"
+    row = f"  {r['name']:<{NAME_WIDTH}}{r['module']:<14}{r['points']:>3}/{r['max_points']:<3} {status}"
     if r["passed"]:
         return row
     lines = []
@@ -219,7 +220,7 @@ def format_row(r: dict, width: int = 100) -> str:
 
 
 def header() -> str:
-    return f"  {'exercise':<24}{'stage':<14}{'points':<8}result"
+    return f"  {'exercise':<{NAME_WIDTH}}{'stage':<14}{'points':<8}result"
 
 
 def write_json(report: dict, path: str | os.PathLike) -> None:
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(header())
         for ex in EXERCISES:
-            print(f"  {ex.name:<24}{ex.stage:<14}{ex.points:>3}    {ex.library}.{ex.name}")
+            print(f"  {ex.name:<{NAME_WIDTH}}{ex.stage:<14}{ex.points:>3}    {ex.library}.{ex.name}")
         print(f"  {len(EXERCISES)} exercises, {MAX_SCORE} points")
         return 0
     try:
