@@ -1,5 +1,6 @@
-"""The exercises: generated from the library and up to date, stubs that point to their notebook, checks that
-name a learner's mistake, and the switch that lets the library's stages run on a learner's code."""
+"""The exercises: generated from the library and up to date, counted right in the docs, stubs that point to their
+notebook, checks that name a learner's mistake (a wrong version of every exercise), and the switch that lets the
+library's stages run on a learner's code."""
 from __future__ import annotations
 
 import ast
@@ -8,6 +9,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -30,14 +32,34 @@ def test_generated_files_are_up_to_date():
     )
 
 
-def test_manifest_covers_every_stage_with_enough_exercises():
-    assert len(EXERCISES) >= 20
+def test_manifest_covers_every_stage_with_library_functions():
     for stage in STAGES:
         assert stage_exercises(stage), f"stage {stage} has no exercise"
     for ex in EXERCISES:
         fn = getattr(importlib.import_module(ex.library), ex.name, None)
         assert inspect.isfunction(fn), f"{ex.library}.{ex.name} (an exercise) is not a function of the library"
         assert ex.points >= 1
+
+
+def test_the_docs_give_the_manifests_count_and_points():
+    count, points = len(EXERCISES), sum(e.points for e in EXERCISES)
+    grading, readme = (REPO_ROOT / "GRADING.md").read_text(), (REPO_ROOT / "README.md").read_text()
+    said = re.search(r"The course has (\d+) exercises worth (\d+) points", grading)
+    assert said, "GRADING.md should open with 'The course has N exercises worth P points'"
+    assert (int(said[1]), int(said[2])) == (count, points), (
+        f"GRADING.md says {said[1]} exercises worth {said[2]} points; the manifest has {count} worth {points}")
+    said = re.search(r"learners implement (\d+) library functions", readme)
+    assert said and int(said[1]) == count, f"README.md should say learners implement {count} library functions"
+    max_scores = [int(n) for n in re.findall(r"max-score: (\d+)", grading)]
+    assert max_scores == [points], f"GRADING.md's Classroom example should give max-score: {points}, not {max_scores}"
+    # the table: one row per stage, "name (points)" in manifest order
+    for stage in STAGES:
+        row = re.search(rf"^\| `{stage}\.py` \| (.*?) \|", grading, re.MULTILINE)
+        assert row, f"GRADING.md's table has no row for {stage}.py"
+        listed = [(name, int(n)) for name, n in re.findall(r"(\w+) \((\d+)\)", row[1])]
+        assert listed == [(e.name, e.points) for e in stage_exercises(stage)], (
+            f"GRADING.md lists {listed} for {stage}.py; the manifest has "
+            f"{[(e.name, e.points) for e in stage_exercises(stage)]}")
 
 
 @pytest.mark.parametrize("kind", ["exercises", "solutions"])
@@ -99,8 +121,11 @@ def run_check():
     return common.run_check
 
 
-def test_there_are_wrong_versions_of_at_least_ten_exercises():
-    assert len({_load(p).EXERCISE for p in WRONG}) >= 10
+def test_every_exercise_has_a_wrong_version():
+    """Grading the solutions cannot show a check rejects anything: each check must meet a known-wrong function."""
+    covered = {_load(p).EXERCISE for p in WRONG}
+    missing = [e.name for e in EXERCISES if e.name not in covered]
+    assert not missing, f"no wrong version in tests/wrong_impls/ of {missing}: add one with the hint its check gives"
 
 
 @pytest.mark.parametrize("path", WRONG, ids=[p.stem for p in WRONG])
@@ -132,6 +157,23 @@ def test_use_learner_code_swaps_every_reference_and_restores_them():
         assert ops.masked_mean is swapped["masked_mean"] and pretrain.masked_mean is swapped["masked_mean"]
         assert swapped["gae"].__module__.startswith("_minirlhf_learner_ppo")
     assert (ppo_losses.gae, ops.masked_mean) == originals and ppo.gae is originals[0], "restored on exit"
+
+
+def test_use_learner_code_restores_the_library_when_the_block_raises():
+    from minirlhf import best_of_n, ppo, ppo_losses, reward_model
+    originals = ppo_losses.gae, ppo.gae, reward_model.reward, best_of_n.reward, reward_model.score
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):  # the learner's code failing mid-run, e.g. inside train_ppo
+        with use_learner_code("gae", "reward", impl="solutions") as swapped:
+            assert ppo.gae is swapped["gae"] and best_of_n.reward is swapped["reward"]
+            raise Boom()
+    now = ppo_losses.gae, ppo.gae, reward_model.reward, best_of_n.reward, reward_model.score
+    names = ["ppo_losses.gae", "ppo.gae", "reward_model.reward", "best_of_n.reward", "reward_model.score"]
+    still = [n for n, a, b in zip(names, now, originals) if a is not b]
+    assert not still, f"after an exception inside use_learner_code, {still} are still the learner's, not the library's"
 
 
 def test_use_learner_code_rebuilds_module_level_jitted_wrappers():

@@ -1,8 +1,10 @@
-"""The grader CLI: full marks for the solutions, zero for the untouched stubs, JSON and JUnit reports, and a
-hostile implementation (raises, loops, prints megabytes, NaN, wrong dtype/shape, exits, crashes) survived."""
+"""The grader CLI: full marks for the solutions, zero for the untouched stubs, JSON and JUnit reports whose scores
+are the passed exercises' points, one wrong function that does not fail its siblings, `--list`, and a hostile
+implementation (raises, loops, prints megabytes, NaN, wrong dtype/shape, exits, crashes) survived."""
 from __future__ import annotations
 
 import json
+import runpy
 import shutil
 import subprocess
 import sys
@@ -12,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from minirlhf.checks import EXERCISES, MAX_SCORE
-from minirlhf.grade import REPO_ROOT, classroom_tests, classroom_workflow
+from minirlhf.checks import EXERCISES, MAX_SCORE, stage_exercises
+from minirlhf.grade import REPO_ROOT, classroom_tests, classroom_workflow, main
 
 HOSTILE = Path(__file__).parent / "hostile_impl"
+WRONG = Path(__file__).parent / "wrong_impls"
 FIELDS = {"name", "module", "points", "max_points", "passed", "reason"}
 
 
@@ -58,6 +61,76 @@ def test_junit_report_lists_every_exercise(solutions):
     assert [c.get("name") for c in cases] == [e.name for e in EXERCISES]
     props = {p.get("name"): p.get("value") for p in suite.find("properties")}
     assert props == {"score": str(MAX_SCORE), "max_score": str(MAX_SCORE)}
+
+
+# A learner half-way through pretraining: the solutions, then a wrong masked_mean and a wrong token_logprobs
+# defined after them (so they replace them). lm_loss calls both; graded alone, it must still pass.
+BROKEN = {"masked_mean": "masked_mean_total_count.py", "token_logprobs": "token_logprobs_no_shift.py"}
+
+
+@pytest.fixture(scope="module")
+def half_done(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("half_done")
+    impl = tmp / "mine"
+    impl.mkdir()
+    text = (REPO_ROOT / "solutions" / "pretraining.py").read_text()
+    text += "".join(f"\n\n# ---- a wrong {name}\n" + (WRONG / path).read_text() for name, path in BROKEN.items())
+    (impl / "pretraining.py").write_text(text)
+    return grade_cli(tmp, "--impl", str(impl), "--only", "pretraining")
+
+
+def test_a_wrong_function_fails_alone_and_the_sibling_that_calls_it_still_passes(half_done):
+    _, report, _ = half_done
+    results = {r["name"]: r for r in report["exercises"]}
+    assert list(results) == [e.name for e in stage_exercises("pretraining")], "--only pretraining grades that stage"
+    for name, path in BROKEN.items():
+        hint = runpy.run_path(str(WRONG / path))["HINT"]
+        assert not results[name]["passed"] and hint in results[name]["reason"], (
+            f"the wrong {name} must fail with its hint {hint!r}, got: {results[name]['reason']}")
+    for name in ("lm_loss", "sample_token"):
+        assert results[name]["passed"], (
+            f"{name} is the library's code and must pass even though the file's masked_mean and token_logprobs "
+            f"are wrong (each check grades one function, its siblings are the library's): {results[name]['reason']}")
+
+
+def test_json_and_junit_scores_are_the_points_of_the_passed_exercises(half_done):
+    proc, report, root = half_done
+    points = {e.name: e.points for e in stage_exercises("pretraining")}
+    passed = {n: p for n, p in points.items() if n not in BROKEN}
+    want_score, want_max = sum(passed.values()), sum(points.values())
+    assert 0 < want_score < want_max, "the half-done file should score some points, not all"
+    assert (report["score"], report["max_score"]) == (want_score, want_max), (
+        f"JSON score {report['score']} / {report['max_score']}; the passed exercises {sorted(passed)} are worth "
+        f"{want_score} of {want_max}")
+    for r in report["exercises"]:
+        assert r["points"] == (points[r["name"]] if r["passed"] else 0) and r["max_points"] == points[r["name"]], (
+            f"{r['name']}: {r['points']} / {r['max_points']} points, passed={r['passed']}")
+    assert f"score: {want_score} / {want_max}" in proc.stdout
+    suite = root.find("testsuite")
+    props = {p.get("name"): p.get("value") for p in suite.find("properties")}
+    assert props == {"score": str(want_score), "max_score": str(want_max)}, f"JUnit suite properties {props}"
+    assert (suite.get("tests"), suite.get("failures")) == (str(len(points)), str(len(BROKEN)))
+    reasons = {r["name"]: r["reason"] for r in report["exercises"]}
+    for case in suite.findall("testcase"):
+        name = case.get("name")
+        case_props = {p.get("name"): p.get("value") for p in case.find("properties")}
+        want_points = "0" if name in BROKEN else str(points[name])
+        assert case_props == {"points": want_points, "max_points": str(points[name])}, f"{name}: {case_props}"
+        failure = case.find("failure")
+        assert (failure is not None) == (name in BROKEN), f"{name}: a <failure> exactly when it failed"
+        if failure is not None:
+            assert failure.text == reasons[name], f"{name}: the <failure> must carry the hint"
+
+
+def test_list_prints_every_exercise_with_its_points_and_library_function(capsys):
+    assert main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["exercise", "stage", "points", "result"], f"header: {lines[0]!r}"
+    rows = [line.split() for line in lines[1:-1]]
+    assert rows == [[e.name, e.stage, str(e.points), f"{e.library}.{e.name}"] for e in EXERCISES], (
+        "--list must print one row per exercise: name, stage, points, library function")
+    total = sum(e.points for e in EXERCISES)
+    assert lines[-1].strip() == f"{len(EXERCISES)} exercises, {total} points", f"last line: {lines[-1]!r}"
 
 
 def test_untouched_exercises_score_zero_and_every_failure_is_not_implemented(tmp_path):
