@@ -1,4 +1,5 @@
-"""The shared training loop: a sweep that fits the same loss again reuses its compiled step, and gets the same numbers."""
+"""The shared training loop: a sweep that fits the same loss again reuses its compiled step, and gets the same numbers;
+a different loss or config never runs a stale step; the learning rate warms up linearly, then decays by a cosine to 0."""
 from functools import partial
 
 import jax
@@ -42,3 +43,58 @@ def test_unhashable_arguments_still_work_without_sharing():
 
     params, history = fit({"w": jnp.zeros(3)}, partial(weighted, w=weights), DATA, jax.random.PRNGKey(4), CFG)
     assert np.all(np.isfinite(history["loss"]))
+
+
+# ---------------------------------------------------------------- the learning-rate schedule and stale steps
+
+
+def _linear(params, batch):
+    """d loss / d w = 1 whatever w is: Adam's step is then exactly the learning rate (m_hat = v_hat = 1)."""
+    return jnp.sum(params["w"]), {"rows": jnp.float32(batch["y"].shape[0])}
+
+
+def _learning_rates(cfg):
+    """The learning rate of each of fit's updates on _linear, read off the trajectory of w."""
+    params, history = fit({"w": jnp.zeros(1)}, _linear, DATA, jax.random.PRNGKey(5), cfg)
+    w = np.append(history["loss"], params["w"][0])  # w before each step, then after the last
+    return -np.diff(w), history
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_zero():
+    for cfg in (OptimConfig(steps=12, batch_size=8, lr=0.1, warmup=4), OptimConfig(steps=12, batch_size=8, lr=0.05,
+                                                                                  warmup=4)):
+        got, _ = _learning_rates(cfg)
+        t = np.arange(cfg.steps)
+        warm = cfg.lr * t / cfg.warmup  # from 0 at step 0 to the peak at step `warmup`
+        cosine = cfg.lr * 0.5 * (1 + np.cos(np.pi * (t - cfg.warmup) / (cfg.steps - cfg.warmup)))  # to 0 at `steps`
+        want = np.where(t < cfg.warmup, warm, cosine)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7, err_msg=(
+            f"OptimConfig(lr={cfg.lr}, warmup={cfg.warmup}, steps={cfg.steps}): step t should use lr * t / warmup "
+            f"during warmup, then lr * (1 + cos(pi (t - warmup) / (steps - warmup))) / 2, reaching 0 at the end "
+            f"(a reused step built for another config would show the other schedule)"))
+
+
+def _distance_to(params, batch, target):
+    return jnp.mean((batch["x"] @ params["w"] - target) ** 2), {}
+
+
+def test_a_different_loss_or_batch_size_never_runs_a_stale_step():
+    for target in (1.0, 3.0, 1.0):
+        _, history = fit({"w": jnp.zeros(3)}, partial(_distance_to, target=target), DATA, jax.random.PRNGKey(6), CFG)
+        assert history["loss"][0] == target**2, (
+            f"the first loss of fitting (x w - {target})^2 from w = 0 must be {target**2}, got {history['loss'][0]}: "
+            f"fit ran a compiled step left over from another loss")
+    for batch_size in (8, 4):  # 8: the schedule test's first config, already compiled
+        _, history = _learning_rates(OptimConfig(steps=12, batch_size=batch_size, lr=0.1, warmup=4))
+        assert np.all(history["rows"] == batch_size), (
+            f"OptimConfig(batch_size={batch_size}) trained on batches of {history['rows'][0]:.0f} rows: "
+            f"a step compiled for another batch size was reused")
+
+
+def test_equal_fits_compile_their_step_once():
+    for seed in (7, 8):
+        fit({"w": jnp.zeros(3)}, partial(_distance_to, target=1.0), DATA, jax.random.PRNGKey(seed), CFG)
+    compiled = compiled_step(partial(_distance_to, target=1.0), CFG)._cache_size()
+    assert compiled == 1, (
+        f"fits with an equal loss and config should share one step, compiled once; its cache holds {compiled} "
+        f"(0: each fit built a fresh step; 2 or more: some input changed type or shape between fits)")
