@@ -131,7 +131,7 @@ def tiny_base(seed: int = 0):
     return BaseModels(cfg, make_world(WorldConfig(seed=seed)), keys, {}, sft_params, rm, pairs, {"accuracy_gold": 0.5})
 
 
-def test_tiny_run_has_the_documented_structure():
+def test_tiny_run_has_the_documented_structure(tmp_path):
     cfg = lb.Config(labelers=("unbiased", "confident"), ppo_iterations=1, n_probe=32, n_eval=32, n_shown=3)
     result = lb.run(cfg, seeds=(0,), cache=None, bases={0: tiny_base(0)})
     json.dumps(result)  # JSON-able
@@ -148,7 +148,10 @@ def test_tiny_run_has_the_documented_structure():
     agg = result["aggregate"]["labelers/confident/policy/says_definitely"]
     assert set(agg) == {"mean", "std", "min", "max", "values"} and len(agg["values"]) == 1
     assert len(seed["samples"]) == 3 and set(seed["samples"][0]["responses"]) == {"SFT", "unbiased", "confident"}
-    assert len(lb.plot(result).axes) == 6
+    fig = lb.plot(result)
+    assert len(fig.axes) == 6
+    fig.savefig(tmp_path / "plot.png", dpi=40)
+    assert (tmp_path / "plot.png").stat().st_size > 1000, "plot() should draw a figure that saves as a PNG"
     assert "confident" in lb.summary(result)
 
 

@@ -119,7 +119,16 @@ def tiny_result(tiny_base):
     return oo.run(TINY_CFG, seeds=(0,), cache=None, bases={0: tiny_base})
 
 
-def test_tiny_overoptimization_result_structure(tiny_result):
+def assert_plot_saves(fig, folder):
+    """The figure draws and saves as a non-empty PNG (what `python -m minirlhf experiment` writes)."""
+    import matplotlib.pyplot as plt
+    path = folder / "plot.png"
+    fig.savefig(path, dpi=40)
+    plt.close(fig)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000, "plot() should draw a figure"
+
+
+def test_tiny_overoptimization_result_structure(tiny_result, tmp_path):
     json.dumps(tiny_result)  # plain data only
     seed = tiny_result["seeds"]["0"]
     for name in ("beta=0 lr=0.0003", "beta=0.1 lr=0.0003"):
@@ -135,7 +144,7 @@ def test_tiny_overoptimization_result_structure(tiny_result):
     agg = tiny_result["aggregate"]
     assert {"ppo beta=0 lr=0.0003", "ppo beta=0.1 lr=0.0003", "bon 2000 pairs", "fit bon", "fit rl"} <= set(agg)
     assert "Reward over-optimization" in oo.summary(tiny_result)
-    oo.plot(tiny_result)
+    assert_plot_saves(oo.plot(tiny_result), tmp_path)
 
 
 def test_tiny_overoptimization_is_deterministic(tiny_base, tiny_result):
@@ -147,7 +156,7 @@ def test_tiny_overoptimization_is_deterministic(tiny_base, tiny_result):
     assert json.dumps(again["ppo"][name]) == json.dumps(before["ppo"][name]), "the same seed must give the same PPO run"
 
 
-def test_tiny_frontier_result_structure(tiny_base):
+def test_tiny_frontier_result_structure(tiny_base, tmp_path):
     cfg = frontier.Config(ppo_betas=(0.1,), ppo_iterations=3, dpo_betas=(), bon_ns=(1, 2), bon_draws=8, n_eval=8)
     result = frontier.run(cfg, seeds=(0,), cache=None, bases={0: tiny_base})
     json.dumps(result)
@@ -155,7 +164,7 @@ def test_tiny_frontier_result_structure(tiny_base):
     assert set(result["aggregate"]["best_of_n"]) == {"1", "2"}
     assert result["pareto"], "the front holds at least one point"
     assert "Pareto front" in frontier.summary(result)
-    frontier.plot(result)
+    assert_plot_saves(frontier.plot(result), tmp_path)
 
 
 def test_seed_spread_is_the_sample_std_and_skips_nan():

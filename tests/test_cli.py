@@ -1,0 +1,112 @@
+"""The command line's plumbing: every option reaches the function it names, `experiment` writes its three files,
+and the speed check's timer reports what it says. The full `python -m minirlhf run --quick`, in a fresh process,
+is in test_pipeline.py beside the in-process run it must equal; bench's jitted runners are left out (their
+compiles alone take about 10 s of CPU)."""
+import json
+import time
+import types
+
+import pytest
+
+from minirlhf import __main__ as cli
+from minirlhf import bench, pipeline
+from minirlhf.experiments import cli as experiment_cli
+from minirlhf.pipeline import PipelineConfig
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Replace what the CLI calls with recorders: (function name, args, kwargs) per call, nothing trained."""
+    log = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: log.append(("run_pipeline", a, k)))
+    monkeypatch.setattr(experiment_cli, "run_experiment", lambda *a, **k: log.append(("run_experiment", a, k)))
+    return log
+
+
+def test_run_passes_seed_quick_and_out(calls):
+    assert cli.main(["run", "--quick", "--seed", "3", "--out", "somewhere"]) == 0
+    assert calls == [("run_pipeline", (PipelineConfig.quick(3), "somewhere"), {})], (
+        "`run --quick --seed 3 --out somewhere` should call run_pipeline(PipelineConfig.quick(3), 'somewhere')")
+
+
+def test_run_defaults_are_the_course_run(calls):
+    cli.main(["run", "--seed", "5"])
+    cli.main(["run"])
+    assert calls == [("run_pipeline", (PipelineConfig(seed=5), "runs/default"), {}),
+                     ("run_pipeline", (PipelineConfig(seed=0), "runs/default"), {})], (
+        "without --quick the CLI should run the full PipelineConfig, seed 0 and runs/default unless told otherwise")
+
+
+def test_experiment_passes_every_option(calls):
+    cli.main(["experiment", "frontier", "--seeds", "4", "7", "--out", "o", "--small", "--cache", "c"])
+    cli.main(["experiment", "cai"])
+    assert calls == [("run_experiment", ("frontier", [4, 7], "o"), {"small": True, "cache": "c"}),
+                     ("run_experiment", ("cai", [0, 1, 2], "runs/experiments"), {"small": False, "cache": "runs/cache"})], (
+        "`experiment NAME` should pass its seeds, --out, --small and --cache on (defaults: 0 1 2, runs/experiments, "
+        "the full budget, runs/cache)")
+
+
+def test_cli_rejects_a_missing_command(capsys):
+    with pytest.raises(SystemExit):
+        cli.main([])
+
+
+def fake_experiment(log: list):
+    """An experiment module with the package's interface whose run records what it was given."""
+    class Config:
+        def __init__(self, budget="full"):
+            self.budget = budget
+
+        @classmethod
+        def small(cls):
+            return cls("small")
+
+    def run(cfg, seeds, cache):
+        log.append((cfg.budget, seeds, cache))
+        return {"seeds": {str(s): {"gold": 0.25 * s} for s in seeds}}
+
+    def plot(result):
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots()
+        ax.plot([float(v["gold"]) for v in result["seeds"].values()])
+        return fig
+
+    summary = lambda result: f"**fake** {len(result['seeds'])} seeds, gold {max(v['gold'] for v in result['seeds'].values()):.2f}"
+    return types.SimpleNamespace(Config=Config, run=run, plot=plot, summary=summary)
+
+
+def test_run_experiment_writes_result_plot_and_summary(monkeypatch, tmp_path):
+    log = []
+    monkeypatch.setattr(experiment_cli, "load", lambda name: fake_experiment(log))
+    returned = experiment_cli.run_experiment("fake", [1, 2], str(tmp_path), small=True, cache="the_cache")
+    assert log == [("small", (1, 2), "the_cache")], "--small should run Config.small(), with the seeds and cache given"
+    folder = tmp_path / "fake"
+    result = json.loads((folder / "result.json").read_text())
+    assert result == returned and result["seeds"] == {"1": {"gold": 0.25}, "2": {"gold": 0.5}}
+    assert isinstance(result["seconds"], float) and result["seconds"] >= 0, "result.json records the run's seconds"
+    assert (folder / "summary.md").read_text() == "**fake** 2 seeds, gold 0.50\n", "summary.md is summary(result)"
+    assert (folder / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "plot.png should be the plot, as a PNG"
+    experiment_cli.run_experiment("fake", [0], str(tmp_path), small=False, cache=None)
+    assert log[-1] == ("full", (0,), None), "without --small, Config()"
+
+
+# ---------------------------------------------------------------- the speed check
+
+
+def test_median_times_skip_the_warm_up_and_take_the_median():
+    """Runners that sleep known times: the first call (the compile) is left out, the middle one is reported."""
+    calls = {}
+
+    def runner(name, delays):
+        def run():
+            calls[name] = calls.get(name, 0) + 1
+            time.sleep(delays[calls[name] - 1])
+        return run
+
+    times = bench.median_times_ms({"slow_first": runner("slow_first", [0.3, 0.01, 0.01, 0.01]),
+                                   "odd_one_out": runner("odd_one_out", [0.0, 0.01, 0.2, 0.01])}, repeats=3)
+    assert calls == {"slow_first": 4, "odd_one_out": 4}, "each runner: one warm-up call, then `repeats` timed ones"
+    assert set(times) == {"slow_first", "odd_one_out"}
+    for name, ms in times.items():
+        assert 10 <= ms < 60, (f"{name}: the median of the timed calls (10, 10, 10 ms or 10, 200, 10 ms) is about "
+                               f"10 ms, got {ms:.1f} ms: was the warm-up timed, or the mean taken?")
