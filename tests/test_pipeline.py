@@ -1,12 +1,17 @@
-"""The one-command pipeline, checkpoints, the training loop and evaluation helpers."""
+"""The one-command pipeline (in this process and through the CLI in a fresh one), the README block it fills,
+checkpoints, the training loop and evaluation helpers."""
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from minirlhf import checkpoint, evaluation, transformer, world
+from minirlhf import checkpoint, evaluation, report, transformer, world
 from minirlhf.__main__ import main
 from minirlhf.pipeline import PipelineConfig, run_pipeline
 from minirlhf.pretrain import PretrainConfig, pretrain
@@ -16,27 +21,125 @@ from minirlhf.training import OptimConfig
 TINY = transformer.ModelConfig(vocab_size=VOCAB_SIZE, d_model=32, n_layers=1, n_heads=2, d_mlp=64)
 WORLD = world.make_world()
 MODELS = ["pretrained", "sft", "ppo", "dpo", "best_of_n"]
+REPO = Path(__file__).resolve().parents[1]
+FILES = ["metrics.json", "config.json", "report.md", "training_curves.png", "gold_vs_proxy.png", "reward_vs_kl.png"]
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    metrics = run_pipeline(PipelineConfig.quick(seed=0), str(out))
-    return out, metrics
+    """The quick pipeline twice: `python -m minirlhf run --quick` in a fresh process, started first so the two
+    overlap on the machine's cores, and `run_pipeline` in this one. Returns (in-process folder, its metrics,
+    CLI folder)."""
+    out, cli_out, cwd = (tmp_path_factory.mktemp(name) for name in ("run", "cli_run", "cli_cwd"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    with open(cwd / "output.txt", "w") as log:  # a file, not a pipe: a full pipe would stall the child
+        child = subprocess.Popen([sys.executable, "-m", "minirlhf", "run", "--quick", "--seed", "0", "--out",
+                                  str(cli_out)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            metrics = run_pipeline(PipelineConfig.quick(seed=0), str(out))
+            child.wait(timeout=600)
+        finally:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, f"python -m minirlhf run --quick failed:\n{(cwd / 'output.txt').read_text()[-3000:]}"
+    return out, metrics, cli_out
 
 
 def test_quick_pipeline_writes_the_documented_files_and_keys(quick_run):
-    out, _ = quick_run
-    for name in ["metrics.json", "report.md", "training_curves.png", "gold_vs_proxy.png", "reward_vs_kl.png"]:
+    out, returned, _ = quick_run
+    for name in FILES:
         assert (out / name).exists(), f"the pipeline should write {name}"
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == returned, "metrics.json should hold exactly the metrics run_pipeline returns"
     for m in MODELS:
         for key in ["gold_reward", "answer_rate", "kl_to_sft", "proxy_reward"]:
             assert math.isfinite(metrics[m][key]), f"metrics.json[{m!r}][{key!r}] missing or not finite"
-    assert metrics["sft"]["kl_to_sft"] == 0.0, "SFT's KL to itself must be exactly 0"
     assert {"accuracy_gold", "accuracy_labels"} <= set(metrics["reward_model"])
-    assert set(metrics["seconds"]) >= {"pretrain", "sft", "reward_model", "ppo", "dpo"}
-    assert "| sft |" in (out / "report.md").read_text()
+    assert set(metrics["seconds"]) == set(report.STAGES), "metrics.json should give one time per stage"
+    assert metrics["seed"] == 0 and json.loads((out / "config.json").read_text())["seed"] == 0
+    for name in FILES[3:]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{name} should be a PNG image"
+
+
+def test_quick_pipeline_numbers_are_in_range_and_ordered(quick_run):
+    """What any run, however short, must show: measurements in their ranges, SFT exactly at KL 0 from itself,
+    SFT answering more than the pretrained model, best-of-n beating SFT on the proxy within its KL bound."""
+    _, m, _ = quick_run
+    for name in MODELS:
+        assert -1 <= m[name]["gold_reward"] <= 1, f"{name}: gold reward is a mean of scores in [-1, 1]"
+        assert 0 <= m[name]["answer_rate"] <= 1, f"{name}: the answer rate is a fraction"
+        assert m[name]["kl_to_sft"] >= 0, f"{name}: a KL divergence is never negative"
+    assert m["sft"]["kl_to_sft"] == 0.0, "SFT's KL to itself must be exactly 0 (the same logits, term by term)"
+    assert m["pretrained"]["kl_to_sft"] > 0.5, "the pretrained model should be far from SFT (it never saw the format)"
+    assert m["sft"]["answer_rate"] > m["pretrained"]["answer_rate"] + 0.05, (
+        "SFT should answer more often than the pretrained model: the demonstrations teach the assistant format")
+    assert abs(m["sft"]["proxy_reward"]) < 0.5, "the RM is normalised so that SFT's samples score mean 0, std 1"
+    bon, n = m["best_of_n"], PipelineConfig.quick().best_of_n
+    assert bon["n"] == n
+    assert bon["proxy_reward"] > m["sft"]["proxy_reward"] + 0.3, "the best of n SFT samples should outscore one, on the RM"
+    assert 0 <= bon["kl_to_sft"] <= bon["kl_bound"] + 1e-9, "best-of-n's KL must respect its bound"
+    assert bon["kl_bound"] == pytest.approx(math.log(n) - (n - 1) / n), "the bound is log n - (n - 1) / n"
+    rm = m["reward_model"]
+    for k in ("accuracy_labels", "accuracy_gold", "accuracy_gold_new_questions"):
+        assert 0 <= rm[k] <= 1, f"reward_model[{k!r}] is an accuracy"
+    for k in ("ceiling_labels", "ceiling_gold", "ceiling_gold_new_questions"):
+        assert 0.5 <= rm[k] <= 1, f"reward_model[{k!r}]: labelers agree with gold at least as often as a coin does"
+    assert all(s > 0 for s in m["seconds"].values()), "every stage takes some time"
+
+
+def test_report_table_quotes_metrics_json(quick_run):
+    out, m, _ = quick_run
+    text = (out / "report.md").read_text()
+    assert text.startswith("# minirlhf run (seed 0)"), "report.md's title should name the seed"
+    for name in MODELS:
+        r = m[name]
+        label = f"best-of-{r['n']}" if name == "best_of_n" else name
+        row = (f"| {label} | {r['gold_reward']:.3f} | {round(100 * r['answer_rate'])}% | {r['kl_to_sft']:.2f} | "
+               f"{r['proxy_reward']:.2f} |")
+        assert row in text, f"report.md should have the row {row!r} (from metrics.json)"
+
+
+def test_cli_in_a_fresh_process_writes_the_same_run(quick_run):
+    """Same seed, another process: every number the same, bit for bit; only the wall-clock times differ."""
+    out, _, cli_out = quick_run
+    for name in FILES:
+        assert (cli_out / name).is_file() and (cli_out / name).stat().st_size > 0, f"the CLI should write {name}"
+    ours, theirs = (json.loads((d / "metrics.json").read_text()) for d in (out, cli_out))
+    assert set(ours.pop("seconds")) == set(theirs.pop("seconds"))
+    for key in ours:
+        assert theirs[key] == ours[key], (
+            f"metrics.json[{key!r}] differs between `python -m minirlhf run --quick --seed 0` and run_pipeline "
+            f"in this process: the same seed must give the same numbers")
+    assert theirs == ours
+    assert (cli_out / "config.json").read_text() == (out / "config.json").read_text(), (
+        "the CLI's --quick --seed 0 should run exactly PipelineConfig.quick(seed=0)")
+
+
+def test_update_readme_replaces_only_the_results_block(quick_run, tmp_path):
+    out, m, _ = quick_run
+    head = "# title\n\nintro\n"
+    tail = "\nafter the block; a second <!-- results:end --> stays: the first end marker closes the block\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{head}<!-- results:start -->\nold table\n<!-- results:end -->{tail}")
+    report.update_readme(str(out), str(readme), str(tmp_path / "figs"))
+    text = readme.read_text()
+    assert text.startswith(f"{head}<!-- results:start -->\n"), "the text before the start marker must be kept as it was"
+    assert text.endswith(f"\n<!-- results:end -->{tail}"), "the text after the end marker must be kept as it was"
+    block = text[len(head) + len("<!-- results:start -->\n"): -len(f"\n<!-- results:end -->{tail}")]
+    assert "old table" not in block and "results:" not in block, "the old block (and only it) should be replaced"
+    assert block.startswith("From `python -m minirlhf run --seed 0`"), "the block should name the command and seed"
+    sft = m["sft"]
+    assert f"| sft | {sft['gold_reward']:.3f} | {round(100 * sft['answer_rate'])}% | 0.00 |" in block, (
+        "the block's table should quote the run's metrics.json")
+    assert f"{100 * m['reward_model']['accuracy_gold']:.1f}% held-out accuracy" in block, (
+        "the block should quote the RM's held-out accuracy against gold")
+    for name in ("reward_vs_kl.png", "gold_vs_proxy.png", "training_curves.png"):
+        assert (tmp_path / "figs" / name).read_bytes() == (out / name).read_bytes(), f"{name} should be copied"
+        assert f"({tmp_path / 'figs'}/{name})" in block, f"the block should show {name} from the figures folder"
+    readme.write_text("no markers here\n")
+    with pytest.raises(ValueError, match="markers"):
+        report.update_readme(str(out), str(readme), str(tmp_path / "figs"))
+    assert readme.read_text() == "no markers here\n", "a README without markers must be left untouched"
 
 
 def test_cli_rejects_unknown_options(capsys):
