@@ -69,12 +69,6 @@ def readme_rows() -> dict[str, str]:
     return {name: row for name, row in rows if name in RESULTS}
 
 
-UNBACKED = {  # README figures that no committed file holds, for the test below to name
-    "grpo_rloo": "the README rounds RLOO's KL 0.8248 to 0.83 and quotes GRPO at beta 0.5 / 1.0 on seed 0 (gold "
-                 "0.16 / 0.15, KL 1.1 / 0.35), a run whose result is not committed",
-}
-
-
 def unbacked(name: str, row: str) -> list[str]:
     """The figures of a README row (0.42, +0.32, 65%) that are neither a figure of the experiment's summary nor a
     seed statistic of its result.json, rounded to the digits the row shows (a percentage: the fraction x 100)."""
@@ -88,8 +82,7 @@ def unbacked(name: str, row: str) -> list[str]:
             if not any(abs(v - x) <= 0.5 * 10 ** -d + 1e-9 for v in (percents if pct else fractions))]
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=UNBACKED[n]))
-                                  if n in UNBACKED else n for n in sorted(readme_rows())])
+@pytest.mark.parametrize("name", sorted(readme_rows()))
 def test_readme_quotes_figures_from_the_committed_result(name):
     missing = unbacked(name, readme_rows()[name])
     assert not missing, (f"README's {name} row quotes {missing}, which no figure of docs/experiments/{name}/"
@@ -218,9 +211,6 @@ def test_a_cached_file_holding_another_model_is_not_used(fake, tmp_path, stage):
     assert len(getattr(got, stage)["blocks"]) == TINY.n_layers, f"a {stage} model of another size was returned"
 
 
-@pytest.mark.xfail(strict=True, reason="base._reward_model loads rm-*.npz without comparing the model config it "
-                                       "holds with cfg.model (`lm, _ = checkpoint.load(...)`), unlike the "
-                                       "pretrained and SFT files")
 def test_a_cached_reward_model_holding_another_model_is_not_used(fake, tmp_path):
     base.base_models(0, CFG, cache=tmp_path)
     other_model_checkpoint(next(p for p in tmp_path.glob("rm-*.npz") if p.name.count(".") == 1))

@@ -75,7 +75,9 @@ def _reward_model(folder: Path | None, name: str, key, sft_params, world, cfg: P
 
     if folder is not None and all((folder / f"{name}.{s}").is_file() for s in ("npz", "head.npz", "pairs.npz", "json")):
         try:
-            lm, _ = checkpoint.load(str(folder / f"{name}.npz"))
+            lm, model_cfg = checkpoint.load(str(folder / f"{name}.npz"))
+            if model_cfg != cfg.model:
+                raise ValueError(f"it holds a model of another config ({model_cfg}, not {cfg.model})")
             with np.load(folder / f"{name}.head.npz", allow_pickle=False) as f:
                 head = {k: f[k] for k in f.files}
             with np.load(folder / f"{name}.pairs.npz", allow_pickle=False) as f:
