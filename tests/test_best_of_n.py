@@ -11,7 +11,8 @@ from minirlhf.best_of_n import best_of_n, best_of_n_kl, finite_best_of_n_kl, kl_
 from minirlhf.evaluation import sample
 from minirlhf.reward_model import init_reward_model, score
 from minirlhf.sampling import SampleConfig
-from minirlhf.tokenizer import VOCAB_SIZE
+from minirlhf.data import encode_prompts
+from minirlhf.tokenizer import EOS_ID, PAD_ID, VOCAB_SIZE
 from minirlhf.world import color_prompt, math_prompt
 
 CFG = transformer.ModelConfig(vocab_size=VOCAB_SIZE, max_len=26, d_model=16, n_layers=1, n_heads=2, d_mlp=32)
@@ -85,10 +86,80 @@ def test_finite_kl_respects_the_bound_and_reaches_it_when_mass_is_spread():
     assert kl_bound(1) == 0.0
 
 
-def test_best_of_n_kl_on_a_model(models):
+# best_of_n_kl on a model, where the answer is known: a policy whose next-token distribution is pinned
+# (so every response's probability is a product of known numbers), two-token responses, 256 draws.
+BON_SAMPLE = SampleConfig(max_new_tokens=2)
+N_DRAWS = 256
+NEVER = -50.0  # a logit no draw reaches: its probability is ~e^-50
+
+
+def pinned_policy(policy, logits):
+    """The policy with next-token logits `logits` whatever it reads.
+
+    ln_f's gain 0 and bias e_0 make every final hidden state e_0; the tied head then gives e_0 @ wte.T = wte[:, 0].
+    """
+    e0 = jnp.zeros(CFG.d_model).at[0].set(1.0)
+    return {**policy, "wte": policy["wte"].at[:, 0].set(jnp.asarray(logits, jnp.float32)),
+            "ln_f": {"g": jnp.zeros(CFG.d_model), "b": e0}}
+
+
+def embedding_only_rm(rm):
+    """The reward model with every block's output projections set to 0: the blocks then add nothing, and the
+    score of a response is layer_norm(wte[last token] + wpe[its position]) . w + b, which NumPy can compute."""
+    zero = lambda layer: {**layer, "c_proj": jax.tree.map(jnp.zeros_like, layer["c_proj"])}
+    blocks = [{**b, "attn": zero(b["attn"]), "mlp": zero(b["mlp"])} for b in rm["lm"]["blocks"]]
+    return {**rm, "lm": {**rm["lm"], "blocks": blocks}}
+
+
+def test_best_of_n_kl_on_a_model_matches_enumeration(models):
     policy, rm = models
-    one = best_of_n_kl(jax.random.PRNGKey(0), policy, rm, PROMPTS[:2], CFG, n=1, n_draws=64, sample_cfg=SHORT)
-    assert one["kl"] == pytest.approx(0.0, abs=1e-9), "best-of-1 is the base policy: KL 0"
-    four = best_of_n_kl(jax.random.PRNGKey(0), policy, rm, PROMPTS[:2], CFG, n=4, n_draws=64, sample_cfg=SHORT)
-    assert 0 < four["kl"] <= four["bound"] + 1e-9, f"best-of-4's KL should be in (0, {four['bound']:.3f}], got {four['kl']}"
-    assert 0 < four["coverage"] <= 1 + 1e-6, "coverage is the SFT mass of the distinct responses seen: in (0, 1]"
+    words, p_word = [5, 9, 13], np.array([0.5, 0.3, 0.2])  # each response token is one of three ids; EOS never comes
+    logits = np.full(CFG.vocab_size, NEVER)
+    logits[words] = np.log(p_word)
+    sft, simple_rm = pinned_policy(policy, logits), embedding_only_rm(rm)
+
+    lm, head = jax.tree.map(np.asarray, simple_rm["lm"]), jax.tree.map(np.asarray, simple_rm["head"])
+    _, prompt_valid = encode_prompts(PROMPTS[:1])
+    last_position = prompt_valid.sum() + BON_SAMPLE.max_new_tokens - 1  # positions are cumsum(valid) - 1
+    x = lm["wte"][words].astype(np.float64) + lm["wpe"][last_position]  # [3, D]: the last token's residual stream
+    x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + transformer.LN_EPS)
+    word_score = (x * lm["ln_f"]["g"] + lm["ln_f"]["b"]) @ head["w"] + head["b"]  # [3]
+    gaps = np.abs(np.subtract.outer(word_score, word_score))[~np.eye(3, dtype=bool)]
+    assert gaps.min() > 1e-3, "test setup: the three scores are too close to rank reliably in float32"
+
+    responses = list(itertools.product(range(3), repeat=2))  # all 9 two-token responses
+    p = np.array([p_word[a] * p_word[b] for a, b in responses])
+    scores = np.array([word_score[b] for _, b in responses])  # the RM reads the last token: 3 tied groups of 3
+    for n in (1, 2, 4):
+        out = best_of_n_kl(jax.random.PRNGKey(0), sft, simple_rm, PROMPTS[:1], CFG, n=n, n_draws=N_DRAWS,
+                           sample_cfg=BON_SAMPLE)
+        assert out["coverage"] == pytest.approx(1.0, abs=1e-5), "256 draws should see all 9 responses: coverage 1"
+        expected = _brute_force_kl(p, scores, n)
+        assert out["kl"] == pytest.approx(expected, abs=1e-4), (
+            f"best-of-{n} on a model with 9 possible responses: KL {out['kl']:.5f}, enumeration says {expected:.5f}. "
+            "Sequence probability = product over the response's tokens, one entry per distinct response?")
+    assert out["bound"] == pytest.approx(np.log(4) - 3 / 4)
+
+
+def test_best_of_n_kl_on_a_model_nears_the_bound_when_mass_is_spread(models):
+    """66 equally likely tokens twice over: 4356 equally likely responses, so 256 draws are almost all distinct.
+
+    For m equally likely responses with distinct scores, the i-th best of them is picked with probability
+    q_i = (i/m)^n - ((i-1)/m)^n, and KL = sum_i q_i log(m q_i), a hair below log n - (n-1)/n.
+    """
+    policy, rm = models
+    logits = np.zeros(CFG.vocab_size)
+    logits[[PAD_ID, EOS_ID]] = NEVER
+    n, n_responses = 4, (CFG.vocab_size - 2) ** 2
+    out = best_of_n_kl(jax.random.PRNGKey(1), pinned_policy(policy, logits), rm, PROMPTS[:1], CFG, n=n,
+                       n_draws=N_DRAWS, sample_cfg=BON_SAMPLE)
+    m = round(out["coverage"] * n_responses)  # each distinct response holds 1/4356 of the mass
+    assert out["coverage"] * n_responses == pytest.approx(m, abs=1e-2), "coverage should be (distinct responses) / 4356"
+    assert 240 <= m <= N_DRAWS, f"expected nearly all 256 draws distinct, got {m}"
+    i = np.arange(1, m + 1)
+    q = (i / m) ** n - ((i - 1) / m) ** n
+    expected = float(np.sum(q * np.log(m * q)))
+    assert out["kl"] == pytest.approx(expected, abs=1e-4), (
+        f"best-of-{n} over {m} equally likely responses: expected KL {expected:.5f}, got {out['kl']:.5f}")
+    assert out["kl"] <= kl_bound(n) + 1e-6 and kl_bound(n) - out["kl"] < 1e-3, (
+        f"with the mass spread this thin, KL {out['kl']:.5f} should sit just below log n - (n-1)/n = {kl_bound(n):.5f}")

@@ -170,12 +170,20 @@ def test_invalid_optim_config_is_a_clear_error():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    params = transformer.init_params(jax.random.PRNGKey(0), TINY)
+    # Random values in every leaf: at init, ln_1 and ln_2 (and all the zero biases) are equal, so a loader
+    # that confused two same-shaped parameters would still hand back equal arrays.
+    template = transformer.init_params(jax.random.PRNGKey(0), TINY)
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape).astype(np.float32), template)
     path = str(tmp_path / "m.npz")
     checkpoint.save(path, params, TINY)
     loaded, cfg = checkpoint.load(path)
-    assert cfg == TINY
-    assert all(jax.tree_util.tree_leaves(jax.tree_util.tree_map(np.array_equal, params, loaded)))
+    assert cfg == TINY, "the config must come back as saved"
+    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(params), "the params tree changed shape"
+    for (where, want), got in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree_util.tree_leaves(loaded)):
+        name = jax.tree_util.keystr(where)
+        assert got.dtype == want.dtype, f"{name} came back as {got.dtype}, was saved as {want.dtype}"
+        np.testing.assert_array_equal(got, want, err_msg=f"{name} did not come back bit for bit")
 
 
 def test_checkpoint_never_overwrites_silently(tmp_path):
@@ -203,10 +211,28 @@ def test_checkpoint_with_a_wrong_shape_names_the_parameter(tmp_path):
         checkpoint.load(str(tmp_path / "x.npz"))
 
 
+class _RunsCodeWhenUnpickled:
+    """Unpickling this object calls exec: a stand-in for whatever code a crafted file could run."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
 def test_checkpoints_load_without_pickle(tmp_path):
-    np.savez(tmp_path / "p.npz", evil=np.array([object()], dtype=object))
-    with pytest.raises(ValueError):
-        checkpoint.load(str(tmp_path / "p.npz"))
+    """A valid checkpoint with one extra pickled entry: with allow_pickle=True it would load, and run code."""
+    arrays = checkpoint.flatten(transformer.init_params(jax.random.PRNGKey(0), TINY))
+    meta = {checkpoint.CONFIG_KEY: np.array(json.dumps({"format": checkpoint.FORMAT, "model": TINY.__dict__}))}
+    np.savez(tmp_path / "clean.npz", **arrays, **meta)
+    checkpoint.load(str(tmp_path / "clean.npz"))  # the same file without the pickle loads: only the pickle is refused
+    marker = tmp_path / "code_ran"
+    evil = np.array([_RunsCodeWhenUnpickled(str(marker))], dtype=object)
+    np.savez(tmp_path / "evil.npz", **arrays, **meta, evil=evil)
+    with pytest.raises(ValueError, match="not a readable minirlhf checkpoint"):
+        checkpoint.load(str(tmp_path / "evil.npz"))
+    assert not marker.exists(), "loading a checkpoint ran code stored in it: np.load must use allow_pickle=False"
 
 
 # ---------------------------------------------------------------- evaluation

@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import stats
 
 from minirlhf.ops import token_logprobs
 from minirlhf.data import response_mask
@@ -88,6 +89,50 @@ def test_top_k_logprobs_use_the_full_distribution(params, prompts):
     chosen = jnp.take_along_axis(logits[:, :-1], gen.tokens[:, 1:, None], axis=-1)  # [B, T-1, 1]
     rank = (logits[:, :-1] > chosen).sum(-1)  # [B, T-1]: how many tokens were more likely
     assert (rank[mask[:, 1:]] < 2).all(), "top_k=2 sampled a token outside the top 2"
+
+
+def pinned_logits_params(params, logits):
+    """The same model with its logits pinned to `logits`, whatever it reads.
+
+    ln_f's gain 0 and bias e_0 make every final hidden state e_0; the tied head then gives e_0 @ wte.T = wte[:, 0].
+    """
+    e0 = jnp.zeros(CFG.d_model).at[0].set(1.0)
+    return {**params, "wte": params["wte"].at[:, 0].set(logits), "ln_f": {"g": jnp.zeros(CFG.d_model), "b": e0}}
+
+
+def chi_square_p_value(samples, probs):
+    counts = np.bincount(np.asarray(samples).reshape(-1), minlength=len(probs))
+    return stats.chisquare(counts, counts.sum() * probs).pvalue
+
+
+def test_generated_tokens_follow_softmax_over_temperature(params, prompts):
+    """With pinned logits every response token is an independent draw from softmax(logits / T).
+
+    A sampler with uniform instead of Gumbel noise, a forgotten temperature, or noise reused across
+    steps or rows gives a chi-square p-value far below the threshold; the right one passes (fixed seeds).
+    """
+    logits = np.array([1.0, 0.2, -30.0, 2.0, -1.5, 0.7])  # EOS (id 2) is never drawn: every row runs all 8 steps
+    pinned = pinned_logits_params(params, jnp.asarray(logits, jnp.float32))
+    # Many calls with the shapes of the tests above reuse their compilation; 256 x 4 rows x 8 steps = 8192 draws.
+    gens = jax.device_get([sample(pinned, prompts, seed) for seed in range(256)])
+    response = np.concatenate([g.tokens[:, P:] for g in gens])  # [1024, 8]
+    probs = np.exp(logits / SAMPLE.temperature) / np.exp(logits / SAMPLE.temperature).sum()
+    p_value = chi_square_p_value(response, probs)
+    assert p_value > 1e-4, (
+        f"token frequencies {np.round(np.bincount(response.reshape(-1), minlength=6) / response.size, 3)} do not "
+        f"follow softmax(logits / T) = {np.round(probs, 3)} (chi-square p = {p_value:.1e}): is the noise Gumbel, "
+        "and are the logits divided by the temperature?")
+    # Fresh noise for every row and every step: rows of one call differ, and disjoint pairs of consecutive
+    # tokens follow the product distribution.
+    same_rows = np.mean([(g.tokens[0, P:] == g.tokens[1, P:]).all() for g in gens])  # ~1e-5 for i.i.d. rows
+    assert same_rows < 0.01, f"rows 0 and 1 drew the same response in {same_rows:.0%} of calls: noise shared by rows?"
+    pairs = response[:, 0::2] * len(logits) + response[:, 1::2]
+    p_value = chi_square_p_value(pairs, np.outer(probs, probs).reshape(-1))
+    assert p_value > 1e-4, (
+        f"consecutive tokens are not independent (chi-square p = {p_value:.1e}): is the noise reused across steps?")
+    logprobs = np.concatenate([g.logprobs[:, P:] for g in gens])
+    np.testing.assert_allclose(logprobs, np.log(probs)[response], atol=1e-5, err_msg=(
+        "the returned log-probs must be log softmax(logits / T) of the drawn tokens"))
 
 
 def greedy_reference(params, prompt_tokens, prompt_valid, max_new_tokens):

@@ -62,7 +62,26 @@ def test_forward_shapes_and_scalar_head(params):
     assert logits.dtype == jnp.float32, "activations should stay float32 (is jax_enable_x64 on?)"
     head = init_scalar_head(jax.random.key(1), CFG)
     assert head["w"].shape == (CFG.d_model,) and head["b"].shape == ()
-    assert scalar_head(head, hidden).shape == (3, 7)
+    head = {**head, "b": jnp.array(0.5)}  # a nonzero bias, so leaving it out shows
+    expected = np.asarray(hidden, np.float64) @ np.asarray(head["w"], np.float64) + 0.5
+    np.testing.assert_allclose(scalar_head(head, hidden), expected, atol=1e-6,
+                               err_msg="scalar_head is hidden . w + b at every position")
+
+
+def test_init_scales(params):
+    """GPT-2's init: weights N(0, init_std^2), the two projections into the residual stream scaled by
+    1/sqrt(2 n_layers), biases 0, layer-norm gains 1 (GPT-2 paper, sec. 2.3)."""
+    out_std = CFG.init_std / np.sqrt(2 * CFG.n_layers)
+    block = params["blocks"][0]
+    for name, w, std in [("wte", params["wte"], CFG.init_std), ("c_attn.w", block["attn"]["c_attn"]["w"], CFG.init_std),
+                         ("mlp.c_fc.w", block["mlp"]["c_fc"]["w"], CFG.init_std),
+                         ("attn.c_proj.w", block["attn"]["c_proj"]["w"], out_std),
+                         ("mlp.c_proj.w", block["mlp"]["c_proj"]["w"], out_std)]:
+        assert np.std(np.asarray(w)) == pytest.approx(std, rel=0.15), f"{name} should have std {std:.4f}"
+    for name, b in [("c_attn.b", block["attn"]["c_attn"]["b"]), ("mlp.c_proj.b", block["mlp"]["c_proj"]["b"])]:
+        assert not np.asarray(b).any(), f"{name}: biases start at 0"
+    assert (np.asarray(params["ln_f"]["g"]) == 1).all() and not np.asarray(params["ln_f"]["b"]).any(), (
+        "layer norms start as the identity: gain 1, bias 0")
 
 
 def test_causal_future_tokens_do_not_change_past_logits(params):
