@@ -39,6 +39,7 @@ from jaxtyping import Array, Bool, Float, Int
 from minirlhf import transformer
 from minirlhf.data import PROMPT_WIDTH, decode_responses, response_mask
 from minirlhf.evaluation import sample
+from minirlhf.ops import numpy_rng
 from minirlhf.pretrain import lm_loss
 from minirlhf.tokenizer import BOT, TOKEN_ID, USER, VOCAB, encode, pad_left
 from minirlhf.training import OptimConfig, fit
@@ -238,7 +239,7 @@ def sl_cai(key: jax.Array, policy_params: dict, judge_params: dict, world: World
     "revised" [N], True where the prompt's kind is revised.
     """
     key_prompts, key_revise, key_train = jax.random.split(key, 3)
-    rng = np.random.default_rng(int(jax.random.randint(key_prompts, (), 0, 2**31 - 1)))
+    rng = numpy_rng(key_prompts)
     prompts = sample_prompts(world, rng, cfg.n_prompts)
     rev = revise(key_revise, policy_params, judge_params, model_cfg, prompts, rules, cfg.k)
     revised = np.array([p.kind in cfg.kinds for p in prompts])

@@ -30,7 +30,7 @@ from jaxtyping import Array, Bool, Float, Int
 from tqdm.auto import tqdm
 
 from minirlhf.data import RESPONSE_WIDTH, encode_prompts, response_mask
-from minirlhf.ops import masked_mean, masked_sum, token_logprobs
+from minirlhf.ops import masked_mean, masked_sum, numpy_rng, token_logprobs
 from minirlhf.ppo import ppo_optimizer
 from minirlhf.ppo_losses import kl_estimate
 from minirlhf.sampling import SampleConfig, generate
@@ -227,7 +227,7 @@ def train_group(key: jax.Array, policy_params: dict, ref_params: dict, reward_fn
                 gold_fn: Callable | None = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Run GRPO or RLOO; the same arguments as `ppo.train_ppo` (no value model). Returns (params, history)."""
     key_prompts, key_loop = jax.random.split(key)
-    rng = np.random.default_rng(int(jax.random.randint(key_prompts, (), 0, 2**31 - 1)))
+    rng = numpy_rng(key_prompts)
     sample_cfg = SampleConfig(max_new_tokens=cfg.response_width, temperature=cfg.temperature)
     params = jax.tree_util.tree_map(jnp.array, policy_params)  # a copy: group_update donates the state
     state = TrainState(params, ppo_optimizer(cfg).init(params), jnp.zeros((), jnp.int32))

@@ -1,4 +1,4 @@
-"""Small shared operations: the logits/next-token shift, masked means, exact KL.
+"""Small shared operations: the logits/next-token shift, masked means, exact KL, a NumPy RNG from a key.
 
 Every stage (pretraining, SFT, reward model, PPO, DPO) scores tokens the same way, so the
 off-by-one between "logits at position t" and "the token at position t+1" lives here, once.
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 NEG_INF = -1e9  # a large finite negative: masked logits, without inf - inf = nan
+SEED_RANGE = 2**31 - 1  # NumPy seeds are drawn from [0, SEED_RANGE)
 
 
 def token_logprobs(
@@ -65,3 +67,11 @@ def exact_kl(
     logq = jax.nn.log_softmax(logits_q[:, :-1] / temperature, axis=-1)
     kl = jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)  # [B, T-1]
     return jnp.pad(kl, ((0, 0), (1, 0)))
+
+
+def numpy_rng(key: jax.Array) -> np.random.Generator:
+    """A NumPy generator seeded from a JAX key, for the draws a stage makes on the host (prompts, documents, labels).
+
+    One key in, one seed out: the whole run still follows from its single JAX seed.
+    """
+    return np.random.default_rng(int(jax.random.randint(key, (), 0, SEED_RANGE)))

@@ -39,7 +39,7 @@ from jaxtyping import Array, Bool, Float, Int
 from tqdm.auto import tqdm
 
 from minirlhf.data import RESPONSE_WIDTH, encode_prompts, response_mask
-from minirlhf.ops import masked_mean, masked_sum, masked_whiten, token_logprobs
+from minirlhf.ops import masked_mean, masked_sum, masked_whiten, numpy_rng, token_logprobs
 from minirlhf.ppo_losses import (KL_ESTIMATORS, AdaptiveKLConfig, KLState, gae, kl_estimate, kl_shaped_rewards,
                                  policy_loss, token_entropy, update_kl_controller, value_loss)
 from minirlhf.sampling import SampleConfig, generate
@@ -242,7 +242,7 @@ def train_ppo(key: jax.Array, policy_params: dict, ref_params: dict, reward_fn: 
     evaluate checkpoints along the run. The next update donates those buffers: copy the params to keep them.
     """
     key_prompts, key_loop = jax.random.split(key)
-    rng = np.random.default_rng(int(jax.random.randint(key_prompts, (), 0, 2**31 - 1)))  # prompt draws
+    rng = numpy_rng(key_prompts)  # prompt draws
     sample_cfg = SampleConfig(max_new_tokens=cfg.response_width, temperature=cfg.temperature)
     # No top-k: the ratio pi_new / pi_old needs the log-probs of the distribution that actually sampled.
     params = {"policy": jax.tree_util.tree_map(jnp.array, policy_params),  # copies: ppo_update donates the state

@@ -26,17 +26,13 @@ import numpy as np
 from minirlhf import transformer
 from minirlhf.data import RESPONSE_WIDTH, decode_responses, encode_prompts
 from minirlhf.gold import Labeler, gold_reward, label_pair, perceived_score, preference_prob
+from minirlhf.ops import numpy_rng
 from minirlhf.sampling import SampleConfig, generate
 from minirlhf.tokenizer import EOS_ID, PAD_ID
 from minirlhf.world import PROMPT_KINDS, World, sample_prompts
 
 PAIR_SAMPLE = SampleConfig(max_new_tokens=RESPONSE_WIDTH, temperature=1.0)  # the SFT model's own distribution
 PAIR_KEYS = ("chosen_tokens", "chosen_valid", "rejected_tokens", "rejected_valid")  # what training needs
-
-
-def _seed(key: jax.Array) -> int:
-    """A numpy seed drawn from a JAX key, so one key fixes the whole dataset."""
-    return int(jax.random.randint(key, (), 0, 2**31 - 1))
 
 
 def make_pairs(
@@ -50,7 +46,7 @@ def make_pairs(
 ) -> dict[str, np.ndarray]:
     """n_pairs labelled comparisons of two SFT samples to the same prompt (see the module docstring)."""
     key_prompts, key_sample, key_labels = jax.random.split(key, 3)
-    prompts = sample_prompts(world, np.random.default_rng(_seed(key_prompts)), n_pairs, split)
+    prompts = sample_prompts(world, numpy_rng(key_prompts), n_pairs, split)
     p_tok, p_valid = encode_prompts(prompts)  # [N, P]
     # Both responses in one call: rows 0..N-1 are response a, rows N..2N-1 response b.
     gen = generate(sft_params, jnp.asarray(np.concatenate([p_tok, p_tok])), jnp.asarray(np.concatenate([p_valid, p_valid])),
@@ -60,7 +56,7 @@ def make_pairs(
     gold = np.array([gold_reward(prompts[i % n_pairs], w, ended, world.secret) for i, (w, ended) in enumerate(decoded)])
     seen = np.array([perceived_score(labeler, g, w) for g, (w, _) in zip(gold, decoded)])  # what the labeler values
 
-    rng_labels = np.random.default_rng(_seed(key_labels))
+    rng_labels = numpy_rng(key_labels)
     a, b = np.arange(n_pairs), np.arange(n_pairs, 2 * n_pairs)
     prob_a = np.array([preference_prob(labeler, seen[i], seen[j]) for i, j in zip(a, b)])  # P(a preferred)
     a_wins = np.array([label_pair(labeler, rng_labels, seen[i], seen[j]) for i, j in zip(a, b)])

@@ -17,7 +17,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Int
 
 from minirlhf import transformer
-from minirlhf.ops import masked_mean, token_logprobs
+from minirlhf.ops import masked_mean, numpy_rng, token_logprobs
 from minirlhf.tokenizer import encode, pad_right
 from minirlhf.training import OptimConfig, fit
 from minirlhf.world import World, pretraining_corpus
@@ -60,7 +60,6 @@ def pretrain(
 ) -> tuple[dict, dict]:
     """Initialise a model and pretrain it; returns (params, loss history)."""
     key_init, key_data, key_train = jax.random.split(key, 3)
-    data_seed = int(jax.random.randint(key_data, (), 0, 2**31 - 1))
-    data = corpus_batch(world, np.random.default_rng(data_seed), cfg)
+    data = corpus_batch(world, numpy_rng(key_data), cfg)
     params = transformer.init_params(key_init, model_cfg)
     return fit(params, partial(lm_loss, cfg=model_cfg), data, key_train, cfg.optim, desc="pretrain")

@@ -27,6 +27,7 @@ from jaxtyping import Array, Bool, Float, Int
 from minirlhf import transformer
 from minirlhf.gold import Labeler
 from minirlhf.evaluation import sample
+from minirlhf.ops import numpy_rng
 from minirlhf.preferences import label_noise_ceiling, make_pairs, train_arrays
 from minirlhf.training import OptimConfig, fit
 from minirlhf.world import World, sample_prompts
@@ -180,6 +181,6 @@ def run_reward_model(
     metrics["accuracy_gold_new_questions"] = accuracy(rm_params, new_questions, model_cfg)["accuracy_gold"]
     metrics["ceiling_gold_new_questions"] = label_noise_ceiling(new_questions)["gold_agreement"]
     key_prompts, key_sample = jax.random.split(key_norm)
-    prompts = sample_prompts(world, np.random.default_rng(int(jax.random.randint(key_prompts, (), 0, 2**31 - 1))), cfg.n_normalize)
+    prompts = sample_prompts(world, numpy_rng(key_prompts), cfg.n_normalize)
     gen = sample(sft_params, model_cfg, prompts, key_sample)  # the distribution RL starts from
     return normalize(rm_params, gen.tokens, gen.valid, model_cfg), pairs, metrics, history

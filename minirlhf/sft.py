@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from minirlhf import transformer
+from minirlhf.ops import numpy_rng
 from minirlhf.pretrain import PretrainConfig, corpus_batch, lm_loss
 from minirlhf.data import encode_pairs
 from minirlhf.training import OptimConfig, fit
@@ -55,7 +56,7 @@ def sft(
 ) -> tuple[dict, dict]:
     """Fine-tune pretrained params on demonstrations; returns (params, loss history)."""
     key_data, key_train = jax.random.split(key)
-    rng = np.random.default_rng(int(jax.random.randint(key_data, (), 0, 2**31 - 1)))
+    rng = numpy_rng(key_data)
     data = demo_data(world, rng, cfg.n_demos)
     if cfg.n_replay > 0:
         data = with_replay(data, corpus_batch(world, rng, PretrainConfig(n_docs=cfg.n_replay)))

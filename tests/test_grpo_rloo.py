@@ -128,6 +128,12 @@ def test_config_errors_are_clear():
         grpo_rloo.GroupConfig(algorithm="ppo")
 
 
+def test_update_count_sizes_the_learning_rate_decay():
+    cfg = grpo_rloo.GroupConfig(iterations=3, ppo_epochs=2, minibatches=4, batch_size=16, group_size=4)
+    assert cfg.n_updates == 3 * 2 * 4, "one optimizer step per minibatch, per epoch, per iteration"
+    assert (cfg.n_prompts, cfg.minibatch_size) == (4, 4)
+
+
 def test_minibatches_hold_whole_groups():
     cfg = grpo_rloo.GroupConfig(batch_size=24, group_size=3, minibatches=2)
     rows = np.asarray(grpo_rloo.minibatch_rows(jax.random.PRNGKey(0), cfg))

@@ -211,6 +211,27 @@ def test_checkpoint_with_a_wrong_shape_names_the_parameter(tmp_path):
         checkpoint.load(str(tmp_path / "x.npz"))
 
 
+def test_checkpoint_of_another_format_is_refused(tmp_path):
+    flat = checkpoint.flatten(transformer.init_params(jax.random.PRNGKey(0), TINY))
+    meta = json.dumps({"format": checkpoint.FORMAT + "-other", "model": TINY.__dict__})
+    np.savez(tmp_path / "x.npz", **flat, **{checkpoint.CONFIG_KEY: np.array(meta)})
+    with pytest.raises(ValueError, match="has format"):
+        checkpoint.load(str(tmp_path / "x.npz"))
+
+
+def test_numpy_rng_follows_the_key():
+    from minirlhf.ops import SEED_RANGE, numpy_rng
+
+    key = jax.random.PRNGKey(3)
+    assert numpy_rng(key).integers(1 << 30) == numpy_rng(key).integers(1 << 30), "one key must give one stream"
+    seeds = np.asarray(jax.vmap(lambda k: jax.random.randint(k, (), 0, SEED_RANGE))(jax.random.split(key, 1000)))
+    assert len(set(seeds.tolist())) == 1000 and seeds.max() > 2**30, (
+        "numpy seeds should spread over [0, 2^31 - 1): keys must not collide onto a few streams"
+    )
+    first = numpy_rng(jax.random.split(key, 1000)[0]).integers(1 << 30)
+    assert first == np.random.default_rng(int(seeds[0])).integers(1 << 30), "the stream is default_rng(that seed)"
+
+
 class _RunsCodeWhenUnpickled:
     """Unpickling this object calls exec: a stand-in for whatever code a crafted file could run."""
 

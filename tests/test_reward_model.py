@@ -169,3 +169,13 @@ def test_rm_config_rejects_nonsense():
     with pytest.raises(ValueError):
         RMConfig(n_pairs=0)
     assert RMConfig().labeler == Labeler()
+
+
+def test_pairs_are_sampled_from_the_sft_models_own_distribution():
+    from minirlhf.data import RESPONSE_WIDTH
+    from minirlhf.preferences import PAIR_SAMPLE
+
+    assert PAIR_SAMPLE.temperature == 1.0 and PAIR_SAMPLE.top_k is None, (
+        "comparisons are of what the SFT policy would say: temperature 1, no top-k (InstructGPT labels samples)"
+    )
+    assert PAIR_SAMPLE.max_new_tokens == RESPONSE_WIDTH

@@ -184,11 +184,15 @@ def test_no_recompilation_when_only_data_changes(params, prompts):
 
 
 def test_too_long_raises_clear_error(params, prompts):
-    with pytest.raises(ValueError, match="max_len"):
-        sample(params, prompts, 0, SampleConfig(max_new_tokens=CFG.max_len - P + 1))
+    R = CFG.max_len - P + 1
+    with pytest.raises(ValueError, match=rf"prompt width {P} \+ max_new_tokens {R} exceeds ModelConfig.max_len="):
+        sample(params, prompts, 0, SampleConfig(max_new_tokens=R))
 
 
 def test_sample_config_validation():
+    SampleConfig(max_new_tokens=1)  # one new token is a valid request
+    with pytest.raises(ValueError, match="max_new_tokens must be at least 1"):
+        SampleConfig(max_new_tokens=0)
     with pytest.raises(ValueError, match="temperature"):
         SampleConfig(temperature=0.0)
     with pytest.raises(ValueError, match="top_k"):

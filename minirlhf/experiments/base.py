@@ -12,7 +12,6 @@ import hashlib
 from pathlib import Path
 from typing import NamedTuple
 
-import jax
 import numpy as np
 
 from minirlhf import checkpoint, pretrain, reward_model, sft

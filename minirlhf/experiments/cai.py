@@ -36,6 +36,7 @@ from minirlhf.evaluation import evaluate, gold_scores, sample
 from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
 from minirlhf.gold import parse_response
+from minirlhf.ops import numpy_rng
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.preferences import make_pairs
 from minirlhf.world import PROMPT_KINDS, RULES, World, sample_prompts
@@ -184,7 +185,7 @@ def rlaif_reward_model(base: BaseModels, ai_pairs: dict, heldout: dict) -> dict:
     _, _, key_train, key_norm, _ = jax.random.split(base.keys["rm"], 5)  # as reward_model.run_reward_model
     params, _, _ = reward_model.train_reward_model(key_train, base.sft, ai_pairs, heldout, model, cfg)
     key_prompts, key_sample = jax.random.split(key_norm)
-    prompts = sample_prompts(base.world, np.random.default_rng(int(jax.random.randint(key_prompts, (), 0, 2**31 - 1))),
+    prompts = sample_prompts(base.world, numpy_rng(key_prompts),
                              cfg.n_normalize)
     gen = sample(base.sft, model, prompts, key_sample)
     return reward_model.normalize(params, gen.tokens, gen.valid, model)

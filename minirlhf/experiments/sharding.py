@@ -37,6 +37,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from minirlhf import pretrain, transformer
+from minirlhf.ops import numpy_rng
 from minirlhf.tokenizer import VOCAB_SIZE
 from minirlhf.training import OptimConfig, TrainState, init_state, make_optimizer
 from minirlhf.world import WorldConfig, make_world
@@ -136,7 +137,7 @@ def compare(cfg: Config, seed: int = 0, devices=None) -> dict:
     devices = list(devices or jax.devices())
     world = make_world(WorldConfig(seed=seed))
     key_init, key_data, key_steps = jax.random.split(jax.random.PRNGKey(seed), 3)
-    data = pretrain.corpus_batch(world, np.random.default_rng(int(jax.random.randint(key_data, (), 0, 2**31 - 1))),
+    data = pretrain.corpus_batch(world, numpy_rng(key_data),
                                  pretrain.PretrainConfig(n_docs=cfg.n_docs))
     params = transformer.init_params(key_init, cfg.model())
     one, losses_one, info_one = train_on(data_mesh(devices[:1]), params, data, key_steps, cfg)
