@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Each module's own tests: the unit tests that exercise it (files that do not exist yet are skipped).
 MODULE_TESTS = {
-    "ops": ["test_ppo", "test_dpo", "test_sampling", "test_references_model", "test_references_losses",
+    "ops": ["test_ops", "test_ppo", "test_dpo", "test_sampling", "test_references_model", "test_references_losses",
             "test_properties"],
     "ppo_losses": ["test_ppo", "test_grpo_rloo", "test_references_losses", "test_properties",
                    "test_training_options"],
