@@ -27,20 +27,15 @@ FILES = ["metrics.json", "config.json", "report.md", "training_curves.png", "gol
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """The quick pipeline twice: `python -m minirlhf run --quick` in a fresh process, started first so the two
-    overlap on the machine's cores, and `run_pipeline` in this one. Returns (in-process folder, its metrics,
-    CLI folder)."""
+    """The quick pipeline twice: `run_pipeline` in this process, then `python -m minirlhf run --quick` in a fresh
+    one, which finds this run's compiled steps in the session's compilation cache (tests/conftest.py).
+    Returns (in-process folder, its metrics, CLI folder)."""
     out, cli_out, cwd = (tmp_path_factory.mktemp(name) for name in ("run", "cli_run", "cli_cwd"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    metrics = run_pipeline(PipelineConfig.quick(seed=0), str(out))
     with open(cwd / "output.txt", "w") as log:  # a file, not a pipe: a full pipe would stall the child
-        child = subprocess.Popen([sys.executable, "-m", "minirlhf", "run", "--quick", "--seed", "0", "--out",
-                                  str(cli_out)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            metrics = run_pipeline(PipelineConfig.quick(seed=0), str(out))
-            child.wait(timeout=600)
-        finally:
-            child.kill()
-            child.wait()
+        child = subprocess.run([sys.executable, "-m", "minirlhf", "run", "--quick", "--seed", "0", "--out",
+                                str(cli_out)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600)
     assert child.returncode == 0, f"python -m minirlhf run --quick failed:\n{(cwd / 'output.txt').read_text()[-3000:]}"
     return out, metrics, cli_out
 
