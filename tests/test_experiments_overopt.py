@@ -11,6 +11,7 @@ from minirlhf import ppo, transformer
 from minirlhf.data import PROMPT_WIDTH, RESPONSE_WIDTH
 from minirlhf.experiments import frontier
 from minirlhf.experiments import overoptimization as oo
+from minirlhf.experiments import small_vs_big as svb
 from minirlhf.experiments.base import BaseModels
 from minirlhf.pipeline import PipelineConfig, stage_keys
 from minirlhf.tokenizer import VOCAB_SIZE
@@ -176,3 +177,19 @@ def test_seed_spread_is_the_sample_std_and_skips_nan():
     with_nan = seed_spread([1.0, float("nan"), 3.0])
     assert with_nan["mean"] == 2.0 and with_nan["std"] == pytest.approx(2 ** 0.5) and len(with_nan["values"]) == 3
     assert np.isnan(seed_spread([float("nan")])["mean"])
+
+
+def test_tiny_small_vs_big_measures_all_three_on_the_same_prompts(tiny_base, tmp_path):
+    """small_vs_big's whole path on the tiny base: with the "big" model the small SFT model itself, the two SFT
+    rows must read the same numbers (same params, prompts and key), and the margin is small PPO - big SFT."""
+    cfg = svb.Config(big=TINY, pipeline=tiny_base.cfg, ppo_iterations=2, n_eval=8)
+    seed = svb.run_seed(0, cfg, cache=None, small_base=tiny_base, big_sft=tiny_base.sft)
+    for k in ("gold_reward", "answer_rate", "params", "components"):
+        assert seed["small_sft"][k] == seed["big_sft"][k], f"the same model on the same prompts changed its {k}"
+    result = svb.result(cfg, {"0": seed})
+    json.dumps(result)
+    margin = result["aggregate"]["small_ppo_minus_big_sft"]
+    assert margin["mean"] == seed["small_ppo"]["gold_reward"] - seed["big_sft"]["gold_reward"]
+    assert margin["wins"] == int(margin["mean"] > 0)
+    assert "Small + RLHF vs big SFT" in svb.summary(result)
+    assert_plot_saves(svb.plot(result), tmp_path)
