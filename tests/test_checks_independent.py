@@ -1,7 +1,7 @@
 """The grader's references, checked against answers known without the library.
 
 A check passes a learner's function when it agrees with the reference, the library's own function
-(`minirlhf.checks.common.reference`). Grading the solutions cannot catch a wrong reference: they are the
+(`minirlhf.grade.checks.common.reference`). Grading the solutions cannot catch a wrong reference: they are the
 same code. So here every exercise's reference meets at least one input whose answer is known
 independently: worked out by hand (the numbers are in the test) or written out from the equation in plain
 NumPy/Python loops. Some inputs come from the checks' own builders (`response_layout`, `tiny_params`); the
@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minirlhf.checks import EXERCISES
-from minirlhf.checks.common import TINY, fast_forward, mask_of, reference, response_layout, tiny_params
+from minirlhf.grade.checks import EXERCISES
+from minirlhf.grade.checks.common import TINY, fast_forward, mask_of, reference, response_layout, tiny_params
 from minirlhf.data import PROMPT_WIDTH
 from minirlhf.gold import Labeler
 from minirlhf.ppo_losses import AdaptiveKLConfig, KLState

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from minirlhf.checks import EXERCISES, MAX_SCORE, stage_exercises
+from minirlhf.grade.checks import EXERCISES, MAX_SCORE, stage_exercises
 from minirlhf.grade import REPO_ROOT, classroom_tests, classroom_workflow, main
 
 HOSTILE = Path(__file__).parent / "hostile_impl"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from minirlhf.checks.common import (CheckFailed, Mistake, check_for, compare, expect, expect_raises, expect_traceable,
+from minirlhf.grade.checks.common import (CheckFailed, Mistake, check_for, compare, expect, expect_raises, expect_traceable,
                                     f32, mask_of, np_log_softmax, reference, response_layout, rng)
 from minirlhf.ppo_losses import AdaptiveKLConfig, KLState
 

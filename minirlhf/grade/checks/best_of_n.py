@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minirlhf.checks.common import Mistake, check_for, expect, reference, rng
+from minirlhf.grade.checks.common import Mistake, check_for, expect, reference, rng
 
 
 @check_for("kl_bound")

@@ -77,8 +77,8 @@ def load_stage(impl: str, stage: str) -> types.ModuleType:
 
 
 def handle(cmd: dict, modules: dict) -> dict:
-    from minirlhf.checks import stage_exercises
-    from minirlhf.checks.common import REFERENCES, describe_exception, run_check
+    from minirlhf.grade.checks import stage_exercises
+    from minirlhf.grade.checks.common import REFERENCES, describe_exception, run_check
 
     stage = cmd["stage"]
     path = Path(cmd["impl"]) / f"{stage}.py"
@@ -129,10 +129,10 @@ def main() -> None:
         replies.write(json.dumps(obj) + "\n")
         replies.flush()
 
-    import minirlhf.checks.common  # noqa: F401  (jax and the references, before any learner code runs)
-    from minirlhf.checks import STAGES
+    import minirlhf.grade.checks.common  # noqa: F401  (jax and the references, before any learner code runs)
+    from minirlhf.grade.checks import STAGES
     for stage in STAGES:
-        importlib.import_module(f"minirlhf.checks.{stage}")
+        importlib.import_module(f"minirlhf.grade.checks.{stage}")
     reply({"ready": True})
     modules: dict[str, types.ModuleType] = {}
     for line in commands:

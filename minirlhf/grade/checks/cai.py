@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from minirlhf.checks.common import Mistake, check_for, expect, expect_traceable, f32, reference, rng
+from minirlhf.grade.checks.common import Mistake, check_for, expect, expect_traceable, f32, reference, rng
 
 
 def _np_ai_preference(good_a, bad_a, good_b, bad_b, normalise=True, sign=1.0, reduce="mean", prob_mean=False):

@@ -2,7 +2,7 @@
 
 The library is the single source of truth. An exercise *is* a library function: `make_exercises`
 copies its signature and docstring into `exercises/<stage>.py` (body: a NotImplementedError) and its
-whole source into `solutions/<stage>.py`; the checks in `minirlhf/checks/<stage>.py` compare a learner's
+whole source into `solutions/<stage>.py`; the checks in `minirlhf/grade/checks/<stage>.py` compare a learner's
 version against the library's on random and edge-case inputs.
 
 This module imports nothing heavy (no jax), so the grader's parent process starts fast.

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from minirlhf import transformer
-from minirlhf.checks.common import (MODEL_BATCH, TINY, Mistake, check_for, expect, expect_traceable, f32, fast_forward,
+from minirlhf.grade.checks.common import (MODEL_BATCH, TINY, Mistake, check_for, expect, expect_traceable, f32, fast_forward,
                                     reference, response_layout, rng, tiny_params)
 from minirlhf.gold import Labeler
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from minirlhf.checks.common import Mistake, check_for, expect, expect_traceable, f32, reference, rng
+from minirlhf.grade.checks.common import Mistake, check_for, expect, expect_traceable, f32, reference, rng
 from minirlhf.grpo_rloo import STD_EPS
 
 

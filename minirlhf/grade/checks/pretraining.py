@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from minirlhf.checks.common import (MODEL_BATCH, TINY, Mistake, check_for, expect, expect_traceable, f32, fast_forward,
+from minirlhf.grade.checks.common import (MODEL_BATCH, TINY, Mistake, check_for, expect, expect_traceable, f32, fast_forward,
                                     mask_of, np_log_softmax, np_token_logprobs, reference, response_layout, rng,
                                     tiny_params)
 from minirlhf.sampling import SampleConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from minirlhf.checks.common import Mistake, check_for, expect, expect_traceable, reference, response_layout
+from minirlhf.grade.checks.common import Mistake, check_for, expect, expect_traceable, reference, response_layout
 from minirlhf.data import PROMPT_WIDTH, RESPONSE_WIDTH
 
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minirlhf.checks.common import Mistake, check_for, expect, expect_traceable, f32, reference, rng
+from minirlhf.grade.checks.common import Mistake, check_for, expect, expect_traceable, f32, reference, rng
 from minirlhf.ops import NEG_INF
 from minirlhf.transformer import LN_EPS
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from minirlhf import transformer
-from minirlhf.checks import BY_NAME
+from minirlhf.grade.checks import BY_NAME
 
 RTOL, ATOL = 1e-4, 1e-5  # float32 agreement with the reference
 MISTAKE_RTOL, MISTAKE_ATOL = 1e-3, 1e-4  # looser: mistakes are written in float64 numpy
@@ -228,7 +228,7 @@ def describe_exception(e: BaseException) -> str:
     if isinstance(e, SystemExit):
         return f"called sys.exit({e.code!r}); a function must return its result, not exit"
     frames = traceback.extract_tb(e.__traceback__)
-    library = str(Path(__file__).resolve().parent.parent)
+    library = str(Path(__file__).resolve().parents[2])
     own = [f for f in frames if not f.filename.startswith(library) and "site-packages" not in f.filename
            and "/jax/" not in f.filename and "<" not in f.filename]
     where = f" (at {own[-1].filename}:{own[-1].lineno}, in {own[-1].name})" if own else ""

@@ -1,7 +1,7 @@
 """Grade the exercises: `python -m minirlhf.grade [--impl exercises|solutions|PATH] [--json FILE] [--junit FILE]`.
 
 Every exercise is a library function a learner re-implements in `exercises/<stage>.py`. Its check
-(`minirlhf/checks/<stage>.py`) compares the learner's function with the library's on random and edge-case
+(`minirlhf/grade/checks/<stage>.py`) compares the learner's function with the library's on random and edge-case
 inputs and, when they differ, names the likely mistake. Checks run in a separate worker process, one at a
 time, each with a timeout: a learner's exception, NaN, wrong shape or dtype, sys.exit, endless loop, crash,
 or megabytes of printing fails that exercise only, and grading goes on. The exit status is 0 whenever
@@ -33,14 +33,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable, Iterator
 
-from minirlhf.checks import BY_NAME, EXERCISES, MAX_SCORE, STAGES, Exercise, select
+from minirlhf.grade.checks import BY_NAME, EXERCISES, MAX_SCORE, STAGES, Exercise, select
 
 DEFAULT_TIMEOUT = 30.0  # seconds per check (and per import of a stage module)
 START_TIMEOUT = 180.0  # seconds for a worker to import jax and the checks
 # Faster XLA compiles for the many tiny kernels a check runs (about 2x less grading time; the numbers are
 # the same). MINIRLHF_GRADE_XLA_FLAGS replaces them, e.g. with "" if a jaxlib does not know a flag.
 FAST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NAME_WIDTH = 2 + max(len(e.name) for e in EXERCISES)  # the exercise column of the tables, names never run on
 
 
@@ -68,7 +68,7 @@ class WorkerDied(Exception):
 
 
 class Worker:
-    """A `python -m minirlhf.checks.worker` child: send a command, wait for its one-line JSON reply."""
+    """A `python -m minirlhf.grade.checks.worker` child: send a command, wait for its one-line JSON reply."""
 
     def __init__(self, xla_flags: str | None = None):
         env = dict(os.environ)
@@ -77,7 +77,7 @@ class Worker:
         flags = os.environ.get("MINIRLHF_GRADE_XLA_FLAGS", FAST_XLA_FLAGS) if xla_flags is None else xla_flags
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
-        self.proc = subprocess.Popen([sys.executable, "-m", "minirlhf.checks.worker"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, "-m", "minirlhf.grade.checks.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
                                      errors="replace")  # a learner may write any bytes to the raw stderr
         self.replies: queue.Queue = queue.Queue()
@@ -395,8 +395,8 @@ def check(name: str | None = None, impl: str | os.PathLike | Callable = "exercis
     if callable(impl):
         if name not in BY_NAME:
             raise KeyError(f"check({name!r}, fn) needs an exercise name; exercises: {', '.join(BY_NAME)}")
-        from minirlhf.checks import common
-        importlib.import_module(f"minirlhf.checks.{BY_NAME[name].stage}")
+        from minirlhf.grade.checks import common
+        importlib.import_module(f"minirlhf.grade.checks.{BY_NAME[name].stage}")
         passed, reason = common.run_check(name, impl)
         ex = BY_NAME[name]
         print(format_row(_result(ex, passed, reason)))
@@ -431,7 +431,7 @@ def load_learner_module(impl: str | os.PathLike, stage: str):
 def _library_modules() -> list:
     """minirlhf's own modules, where a stage looks its functions up (the checks and the grader excluded)."""
     return [m for n, m in list(sys.modules.items()) if m is not None and (n == "minirlhf" or n.startswith("minirlhf."))
-            and not n.startswith("minirlhf.checks") and n != "minirlhf.grade"]
+            and not n.startswith("minirlhf.grade")]
 
 
 def _rejit(jitted, fn: Callable) -> Callable:
@@ -456,7 +456,7 @@ def use_learner_code(*names: str, impl: str | os.PathLike = "exercises") -> Iter
     """
     import jax
 
-    from minirlhf.checks import common  # captures the library's functions before anything is swapped
+    from minirlhf.grade.checks import common  # captures the library's functions before anything is swapped
     if not names:
         raise ValueError("name at least one exercise or stage, e.g. use_learner_code('gae')")
     exercises = select(list(names))
@@ -491,6 +491,3 @@ def use_learner_code(*names: str, impl: str | os.PathLike = "exercises") -> Iter
                     setattr(module, attr, learner[id(value)])
         jax.clear_caches()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

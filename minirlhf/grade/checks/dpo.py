@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from minirlhf.checks.common import (TINY, Mistake, check_for, expect, expect_raises, expect_traceable, f32, fast_forward,
+from minirlhf.grade.checks.common import (TINY, Mistake, check_for, expect, expect_raises, expect_traceable, f32, fast_forward,
                                     mask_of, np_token_logprobs, reference, response_layout, rng, tiny_params)
 from minirlhf.data import PROMPT_WIDTH
 
