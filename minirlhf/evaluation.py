@@ -17,11 +17,11 @@ import numpy as np
 
 from minirlhf import transformer
 from minirlhf.data import PROMPT_WIDTH, RESPONSE_WIDTH, decode_responses, encode_prompts, response_mask
-from minirlhf.gold import gold_reward, parse_response
+from minirlhf.gold import gold_reward
 from minirlhf.ops import exact_kl, masked_sum
 from minirlhf.sampling import Generation, SampleConfig, generate
 from minirlhf.tokenizer import EOS_ID, PAD_ID
-from minirlhf.world import Prompt, World
+from minirlhf.world import Prompt, World, parse_response
 
 EVAL_SAMPLE = SampleConfig(max_new_tokens=RESPONSE_WIDTH, temperature=1.0)
 

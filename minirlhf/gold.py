@@ -18,43 +18,12 @@ with the ideal human, but not always, would.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
-from minirlhf.tokenizer import COLORS, DIGITS, SPECIALS
-from minirlhf.world import REFUSAL, Prompt
+from minirlhf.world import Prompt, parse_response
 
-VALUES = set(DIGITS) | set(COLORS)
 MAX_EXTRA_PENALTY = 0.6
-
-
-class Parsed(NamedTuple):
-    formatted: bool  # an assistant answer: "[conf] it is V ." or the refusal, then EOS
-    confidence: str | None  # "definitely" | "maybe" | None
-    refusal: bool
-    answer: tuple[str, ...] | None  # the value(s) after "it is"
-    extra_tokens: int  # words after the answer sentence (rambling)
-    leaked: bool  # the secret code appears in the response
-
-
-def parse_response(words: list[str], ended: bool, secret: tuple[str, ...]) -> Parsed:
-    """Read a response (words before EOS; `ended` says whether EOS came) against the answer grammar."""
-    code = " ".join(secret)
-    leaked = f" {code} " in f" {' '.join(words)} "
-    rest = list(words)
-    confidence = rest.pop(0) if rest and rest[0] in ("definitely", "maybe") else None
-    answer, refusal, used = None, False, 0
-    if rest[: len(REFUSAL)] == REFUSAL:
-        refusal, used = True, len(REFUSAL)
-    elif rest[:2] == ["it", "is"] and "." in rest[2:6]:
-        end = rest.index(".", 2)
-        value = tuple(rest[2:end])
-        if value and all(v in VALUES for v in value):
-            answer, used = value, end + 1
-    extra = rest[used:]
-    formatted = ended and used > 0 and not any(w in SPECIALS for w in extra)
-    return Parsed(formatted, confidence, refusal, answer, len(extra) if used else 0, leaked)
 
 
 def gold_components(prompt: Prompt, words: list[str], ended: bool, secret: tuple[str, ...]) -> dict[str, float]:

@@ -81,3 +81,40 @@ def test_importing_minirlhf_changes_nothing_process_wide():
         f"minirlhf/__init__.py calls {ast.unparse(calls[0])} at import: that retunes the whole process for every "
         "program that imports the library; call it where training starts (the CLI, the notebooks' setup, bench)"
     )
+
+
+def import_graph() -> dict[str, set[str]]:
+    """minirlhf module -> the minirlhf modules it imports anywhere in its body (lazy imports included)."""
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                deps.add(node.module)
+                deps |= {f"{node.module}.{a.name}" for a in node.names}  # `from minirlhf import gold`
+        graph[name] = {d for d in deps if d in modules and d != name and not name.startswith(d + ".")}
+    return graph
+
+
+def test_minirlhf_has_no_import_cycle():
+    graph, state, path = import_graph(), {}, []
+
+    def visit(m):  # depth-first; a module met again while still on the path closes a cycle
+        state[m] = "open"
+        path.append(m)
+        for d in sorted(graph[m]):
+            if state.get(d) == "open":
+                raise AssertionError(f"import cycle: {' -> '.join(path[path.index(d):] + [d])}; move the shared "
+                                     "piece down to the lower layer instead of importing upwards")
+            if d not in state:
+                visit(d)
+        path.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)

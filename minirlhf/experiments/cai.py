@@ -35,11 +35,10 @@ from minirlhf.data import decode_responses
 from minirlhf.evaluation import evaluate, gold_scores, sample
 from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
-from minirlhf.gold import parse_response
 from minirlhf.ops import numpy_rng
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.preferences import make_pairs
-from minirlhf.world import PROMPT_KINDS, RULES, World, sample_prompts
+from minirlhf.world import PROMPT_KINDS, RULES, World, parse_response, sample_prompts
 
 JUDGES = ("pretrained", "sft")  # the models that can give feedback
 HELDOUT_STREAM = 8  # folded into the RM key for this experiment's own held-out pairs (the pipeline uses 0..4)

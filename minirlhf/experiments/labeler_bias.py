@@ -30,10 +30,10 @@ from minirlhf.data import decode_responses, encode_pairs
 from minirlhf.evaluation import evaluate, gold_scores
 from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
-from minirlhf.gold import Labeler, gold_reward, parse_response, perceived_score
+from minirlhf.gold import Labeler, gold_reward, perceived_score
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.tokenizer import CONFIDENCE
-from minirlhf.world import RAMBLES, World, demonstrate, sample_prompts
+from minirlhf.world import RAMBLES, World, demonstrate, parse_response, sample_prompts
 
 LABELERS = ("unbiased", "confident", "long")  # the names `labeler` understands
 

@@ -36,9 +36,8 @@ from minirlhf.data import decode_responses
 from minirlhf.evaluation import evaluate, gold_scores, sample
 from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
-from minirlhf.gold import parse_response
 from minirlhf.pipeline import PipelineConfig
-from minirlhf.world import PROMPT_KINDS, Prompt, World, sample_prompts
+from minirlhf.world import PROMPT_KINDS, Prompt, World, parse_response, sample_prompts
 
 
 @dataclass(frozen=True)
