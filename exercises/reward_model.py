@@ -15,7 +15,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf import transformer
-from minirlhf.gold import Labeler
+from minirlhf.preferences import Labeler
 
 
 def preference_prob(labeler: Labeler, score_a: float, score_b: float) -> float:

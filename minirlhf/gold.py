@@ -1,4 +1,4 @@
-"""The ideal human (gold reward) and simulated labelers.
+"""The ideal human: the gold reward.
 
 The gold reward is how the course *measures*; the policy never sees it. It scores a response in
 [-1, 1] from named components:
@@ -11,13 +11,10 @@ The gold reward is how the course *measures*; the policy never sees it. It score
   concise    -0.1 per token after the answer sentence, at most -0.6
 
 So the best answers are "definitely it is 7 ." (1.0) and "sorry i can not share that ." (1.0).
-Labelers compare two responses by a Bradley-Terry draw on the gold difference (with optional
-label-flip noise and biases toward confident or long answers), the way a rater who mostly agrees
-with the ideal human, but not always, would.
+The simulated labelers, who mostly agree with the ideal human but not always, are in `preferences`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,39 +47,3 @@ def gold_components(prompt: Prompt, words: list[str], ended: bool, secret: tuple
 def gold_reward(prompt: Prompt, words: list[str], ended: bool, secret: tuple[str, ...]) -> float:
     """The ideal human's score of one response, in [-1, 1]."""
     return float(np.clip(sum(gold_components(prompt, words, ended, secret).values()), -1.0, 1.0))
-
-
-# ---------------------------------------------------------------- simulated labelers
-
-
-@dataclass(frozen=True)
-class Labeler:
-    """A simulated rater: P(a preferred to b) = sigmoid((g_a - g_b + bias_a - bias_b) / temperature)."""
-
-    temperature: float = 0.15  # lower = agrees with the gold ordering more often
-    flip_prob: float = 0.05  # after choosing, the label is flipped this often (clerical errors)
-    confidence_bias: float = 0.0  # added to a response that says "definitely", right or wrong
-    length_bias: float = 0.0  # added per word of the response
-
-    def __post_init__(self):
-        if self.temperature <= 0:
-            raise ValueError(f"Labeler.temperature must be > 0, got {self.temperature}")
-        if not 0 <= self.flip_prob <= 0.5:
-            raise ValueError(f"Labeler.flip_prob must be in [0, 0.5], got {self.flip_prob}")
-
-
-def perceived_score(labeler: Labeler, gold: float, words: list[str]) -> float:
-    """What the labeler values: the gold score plus its biases."""
-    bias = labeler.confidence_bias * ("definitely" in words) + labeler.length_bias * len(words)
-    return gold + bias
-
-
-def preference_prob(labeler: Labeler, score_a: float, score_b: float) -> float:
-    """P(label says a is better), Bradley-Terry on perceived scores, then flip noise."""
-    p = 1.0 / (1.0 + np.exp(-(score_a - score_b) / labeler.temperature))
-    return (1 - labeler.flip_prob) * p + labeler.flip_prob * (1 - p)
-
-
-def label_pair(labeler: Labeler, rng: np.random.Generator, score_a: float, score_b: float) -> bool:
-    """One seeded draw: True when the labeler prefers a."""
-    return bool(rng.random() < preference_prob(labeler, score_a, score_b))

@@ -6,7 +6,7 @@ sample several responses from the SFT model, ask a person which is better):
     x ~ train prompts,   y_a, y_b ~ pi_sft(. | x),   label ~ Labeler(g(x, y_a), g(x, y_b))
 
 The labeler sees the gold scores g, but through a Bradley-Terry draw with a temperature, occasional
-clerical flips and optional biases (minirlhf.gold), so some labels disagree with the gold ordering.
+clerical flips and optional biases (`Labeler`, below), so some labels disagree with the gold ordering.
 Two numbers bound what any model trained on these labels can reach:
 
   gold_agreement  E[label agrees with the gold ordering], over pairs whose gold scores differ
@@ -19,13 +19,15 @@ Only numeric arrays, so it can go straight to the device.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from minirlhf import transformer
 from minirlhf.data import RESPONSE_WIDTH, decode_responses, encode_prompts
-from minirlhf.gold import Labeler, gold_reward, label_pair, perceived_score, preference_prob
+from minirlhf.gold import gold_reward
 from minirlhf.ops import numpy_rng
 from minirlhf.sampling import SampleConfig, generate
 from minirlhf.tokenizer import EOS_ID, PAD_ID
@@ -33,6 +35,45 @@ from minirlhf.world import PROMPT_KINDS, World, sample_prompts
 
 PAIR_SAMPLE = SampleConfig(max_new_tokens=RESPONSE_WIDTH, temperature=1.0)  # the SFT model's own distribution
 PAIR_KEYS = ("chosen_tokens", "chosen_valid", "rejected_tokens", "rejected_valid")  # what training needs
+
+
+# ---------------------------------------------------------------- simulated labelers
+
+
+@dataclass(frozen=True)
+class Labeler:
+    """A simulated rater: P(a preferred to b) = sigmoid((g_a - g_b + bias_a - bias_b) / temperature)."""
+
+    temperature: float = 0.15  # lower = agrees with the gold ordering more often
+    flip_prob: float = 0.05  # after choosing, the label is flipped this often (clerical errors)
+    confidence_bias: float = 0.0  # added to a response that says "definitely", right or wrong
+    length_bias: float = 0.0  # added per word of the response
+
+    def __post_init__(self):
+        if self.temperature <= 0:
+            raise ValueError(f"Labeler.temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.flip_prob <= 0.5:
+            raise ValueError(f"Labeler.flip_prob must be in [0, 0.5], got {self.flip_prob}")
+
+
+def perceived_score(labeler: Labeler, gold: float, words: list[str]) -> float:
+    """What the labeler values: the gold score plus its biases."""
+    bias = labeler.confidence_bias * ("definitely" in words) + labeler.length_bias * len(words)
+    return gold + bias
+
+
+def preference_prob(labeler: Labeler, score_a: float, score_b: float) -> float:
+    """P(label says a is better), Bradley-Terry on perceived scores, then flip noise."""
+    p = 1.0 / (1.0 + np.exp(-(score_a - score_b) / labeler.temperature))
+    return (1 - labeler.flip_prob) * p + labeler.flip_prob * (1 - p)
+
+
+def label_pair(labeler: Labeler, rng: np.random.Generator, score_a: float, score_b: float) -> bool:
+    """One seeded draw: True when the labeler prefers a."""
+    return bool(rng.random() < preference_prob(labeler, score_a, score_b))
+
+
+# ---------------------------------------------------------------- labelled pairs
 
 
 def make_pairs(

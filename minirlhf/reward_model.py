@@ -25,10 +25,9 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf import transformer
-from minirlhf.gold import Labeler
 from minirlhf.evaluation import sample
 from minirlhf.ops import numpy_rng
-from minirlhf.preferences import label_noise_ceiling, make_pairs, train_arrays
+from minirlhf.preferences import Labeler, label_noise_ceiling, make_pairs, train_arrays
 from minirlhf.training import OptimConfig, fit
 from minirlhf.world import World, sample_prompts
 

@@ -26,7 +26,7 @@ import pytest
 from minirlhf.grade.checks import EXERCISES
 from minirlhf.grade.checks.common import TINY, fast_forward, mask_of, reference, response_layout, tiny_params
 from minirlhf.data import PROMPT_WIDTH
-from minirlhf.gold import Labeler
+from minirlhf.preferences import Labeler
 from minirlhf.ppo_losses import AdaptiveKLConfig, KLState
 from minirlhf.sampling import SampleConfig
 

@@ -16,7 +16,7 @@ import pytest
 
 from minirlhf import checkpoint, pretrain, reward_model, sft, transformer
 from minirlhf.experiments import base, load
-from minirlhf.gold import Labeler
+from minirlhf.preferences import Labeler
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.ppo import PPOConfig
 from minirlhf.tokenizer import VOCAB_SIZE

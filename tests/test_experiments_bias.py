@@ -5,7 +5,7 @@ from functools import partial
 import numpy as np
 import pytest
 
-from minirlhf import gold
+from minirlhf import gold, preferences
 from minirlhf.data import encode_pairs
 from minirlhf.experiments import labeler_bias as lb
 from minirlhf.world import RAMBLES, WorldConfig, demonstrate, make_world, math_prompt, sample_prompts
@@ -83,9 +83,9 @@ def test_biased_labelers_pick_the_favoured_response_more_often(name, feature):
         rater, draws = lb.labeler(cfg, rater_name), np.random.default_rng(3)
         picked, expected = [], []
         for p, a, b in pairs:
-            sa, sb = (gold.perceived_score(rater, gold.gold_reward(p, w, True, WORLD.secret), w) for w in (a, b))
-            picked.append(gold.label_pair(rater, draws, sa, sb))
-            expected.append(gold.preference_prob(rater, sa, sb))
+            sa, sb = (preferences.perceived_score(rater, gold.gold_reward(p, w, True, WORLD.secret), w) for w in (a, b))
+            picked.append(preferences.label_pair(rater, draws, sa, sb))
+            expected.append(preferences.preference_prob(rater, sa, sb))
         rate, p_mean, n = np.mean(picked), np.mean(expected), len(picked)
         assert abs(rate - p_mean) < 4 * np.sqrt(p_mean * (1 - p_mean) / n), f"{rater_name}: {rate:.3f} vs {p_mean:.3f}"
         rates[rater_name] = rate

@@ -400,18 +400,18 @@ def test_rloo_folds_the_kl_into_the_reward(monkeypatch):
 
 @pytest.mark.parametrize("labeler, a, b, want", [
     # d / T = 0.2 / 0.5 = 0.4, sigma(0.4) = 0.5986877:  0.8 * 0.5986877 + 0.2 * 0.4013123 = 0.5592126
-    (gold.Labeler(temperature=0.5, flip_prob=0.2), 0.8, 0.6, 0.5592126),
+    (preferences.Labeler(temperature=0.5, flip_prob=0.2), 0.8, 0.6, 0.5592126),
     # d / T = -1 / 0.15, sigma = 0.0012706:  0.95 * 0.0012706 + 0.05 * 0.9987294 = 0.0511435
-    (gold.Labeler(), -0.5, 0.5, 0.95 * sigmoid(-1 / 0.15) + 0.05 * (1 - sigmoid(-1 / 0.15))),
+    (preferences.Labeler(), -0.5, 0.5, 0.95 * sigmoid(-1 / 0.15) + 0.05 * (1 - sigmoid(-1 / 0.15))),
     # a huge gap: the labeler still errs at the flip rate, P = 1 - 0.05
-    (gold.Labeler(), 1.0, -1.0, 0.95 * sigmoid(2 / 0.15) + 0.05 * (1 - sigmoid(2 / 0.15))),
+    (preferences.Labeler(), 1.0, -1.0, 0.95 * sigmoid(2 / 0.15) + 0.05 * (1 - sigmoid(2 / 0.15))),
 ])
 def test_preference_prob_with_flip_noise(labeler, a, b, want):
-    got = gold.preference_prob(labeler, a, b)
+    got = preferences.preference_prob(labeler, a, b)
     assert got == pytest.approx(want, abs=1e-6), (
         f"P(a preferred) = {got:.6f}, want (1 - eps) sigma(d / T) + eps (1 - sigma(d / T)) = {want:.6f} "
         f"(eps = flip_prob {labeler.flip_prob}, T = {labeler.temperature})")
-    assert gold.preference_prob(labeler, 1.0, -1.0) < 1 - labeler.flip_prob + 1e-9, "flip noise caps P at 1 - eps"
+    assert preferences.preference_prob(labeler, 1.0, -1.0) < 1 - labeler.flip_prob + 1e-9, "flip noise caps P at 1 - eps"
 
 
 RESPONSES = ["it is 7 .", "sorry i can not share that .", "definitely it is 9 .", "maybe it is 2 . and ok .",
@@ -438,7 +438,7 @@ def test_make_pairs_keeps_each_gold_score_with_its_response(monkeypatch):
 
     monkeypatch.setattr(preferences, "sample_prompts", recording_sample_prompts)
     monkeypatch.setattr(preferences, "generate", fixed_generate)
-    labeler = gold.Labeler()
+    labeler = preferences.Labeler()
     pairs = preferences.make_pairs(jax.random.PRNGKey(0), None, W, None, n, labeler)
     chosen, rejected = decode_responses(pairs["chosen_tokens"]), decode_responses(pairs["rejected_tokens"])
     swapped = 0

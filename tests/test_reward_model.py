@@ -6,8 +6,7 @@ import pytest
 
 from minirlhf import transformer
 from minirlhf.data import PROMPT_WIDTH, encode_pairs
-from minirlhf.gold import Labeler
-from minirlhf.preferences import label_noise_ceiling
+from minirlhf.preferences import Labeler, label_noise_ceiling
 from minirlhf.reward_model import RMConfig, accuracy, bradley_terry, init_reward_model, last_index, loss, normalize, score
 from minirlhf.tokenizer import TOKEN_ID, VOCAB_SIZE
 from minirlhf.training import OptimConfig, fit

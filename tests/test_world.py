@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minirlhf import gold, tokenizer, world
+from minirlhf import gold, preferences, tokenizer, world
 from minirlhf.data import encode_pairs, PROMPT_WIDTH, RESPONSE_WIDTH
 
 W = world.make_world(world.WorldConfig(seed=0))
@@ -154,25 +154,25 @@ def test_gold_is_in_range_for_random_word_salad():
 # ---------------------------------------------------------------- labelers
 
 
-@pytest.mark.parametrize("labeler", [gold.Labeler(), gold.Labeler(temperature=0.5, flip_prob=0.2)])
+@pytest.mark.parametrize("labeler", [preferences.Labeler(), preferences.Labeler(temperature=0.5, flip_prob=0.2)])
 def test_labelers_prefer_at_their_bradley_terry_rate(labeler):
     rng = np.random.default_rng(0)
     n, a, b = 20000, 0.8, 0.6
-    p = gold.preference_prob(labeler, a, b)
-    rate = np.mean([gold.label_pair(labeler, rng, a, b) for _ in range(n)])
+    p = preferences.preference_prob(labeler, a, b)
+    rate = np.mean([preferences.label_pair(labeler, rng, a, b) for _ in range(n)])
     assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / n), f"empirical {rate:.3f} vs Bradley-Terry {p:.3f}"
 
 
 def test_confidence_bias_favours_definitely_regardless_of_truth():
-    biased = gold.Labeler(confidence_bias=0.5)
-    wrong_sure = gold.perceived_score(biased, -0.8, "definitely it is 5 .".split())
-    right_plain = gold.perceived_score(biased, 0.8, "it is 7 .".split())
+    biased = preferences.Labeler(confidence_bias=0.5)
+    wrong_sure = preferences.perceived_score(biased, -0.8, "definitely it is 5 .".split())
+    right_plain = preferences.perceived_score(biased, 0.8, "it is 7 .".split())
     assert wrong_sure - (-0.8) == pytest.approx(0.5) and right_plain == 0.8
 
 
 def test_labeler_config_is_validated():
     with pytest.raises(ValueError, match="temperature"):
-        gold.Labeler(temperature=0)
+        preferences.Labeler(temperature=0)
 
 
 # ---------------------------------------------------------------- the answer grammar, read part by part

@@ -1,6 +1,6 @@
 """Labeler bias: raters who like confident (or long) answers teach the reward model, and PPO, to sound sure.
 
-A labeler does not see the gold score g(x, y); it sees g plus its own taste (minirlhf.gold):
+A labeler does not see the gold score g(x, y); it sees g plus its own taste (minirlhf.preferences.perceived_score):
 
     s(x, y) = g(x, y) + b_conf * [y says "definitely"] + b_len * |y|,   P(a > b) = sigmoid((s_a - s_b) / T)
 
@@ -30,8 +30,9 @@ from minirlhf.data import decode_responses, encode_pairs
 from minirlhf.evaluation import evaluate, gold_scores
 from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
-from minirlhf.gold import Labeler, gold_reward, perceived_score
+from minirlhf.gold import gold_reward
 from minirlhf.pipeline import PipelineConfig
+from minirlhf.preferences import Labeler, perceived_score
 from minirlhf.tokenizer import CONFIDENCE
 from minirlhf.world import RAMBLES, World, demonstrate, parse_response, sample_prompts
 
@@ -189,7 +190,7 @@ def gold_of(world: World, prompts, responses: list[list[str]]) -> np.ndarray:
 
 
 def perceived_of(world: World, rater: Labeler, prompts, responses: list[list[str]]) -> np.ndarray:
-    """What `rater` values in each response: gold plus its biases (gold.perceived_score)."""
+    """What `rater` values in each response: gold plus its biases (preferences.perceived_score)."""
     return np.array([perceived_score(rater, g, w) for g, w in zip(gold_of(world, prompts, responses), responses)])
 
 

@@ -59,7 +59,7 @@ EXERCISES: tuple[Exercise, ...] = (
     # ---- SFT
     Exercise("response_mask", "minirlhf.data", "sft", 1, "Scoring only the response"),
     # ---- reward model
-    Exercise("preference_prob", "minirlhf.gold", "reward_model", 1, "Simulated labelers",
+    Exercise("preference_prob", "minirlhf.preferences", "reward_model", 1, "Simulated labelers",
              "p = sigmoid((score_a - score_b) / labeler.temperature), then flip noise with f = labeler.flip_prob:\n"
              "P = (1 - f) p + f (1 - p)."),
     Exercise("last_index", "minirlhf.reward_model", "reward_model", 2, "Reading the score at the last token"),

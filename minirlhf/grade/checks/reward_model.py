@@ -7,7 +7,7 @@ import numpy as np
 from minirlhf import transformer
 from minirlhf.grade.checks.common import (MODEL_BATCH, TINY, Mistake, check_for, expect, expect_traceable, f32, fast_forward,
                                     reference, response_layout, rng, tiny_params)
-from minirlhf.gold import Labeler
+from minirlhf.preferences import Labeler
 
 
 @check_for("preference_prob")
