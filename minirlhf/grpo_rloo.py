@@ -179,8 +179,8 @@ def make_group_batch(policy_params: dict, ref_params: dict, reward_params, token
                      cfg: GroupConfig) -> tuple[GroupBatch, dict]:
     """Score a batch of groups: log-probs, reference log-probs, rewards and the algorithm's advantages."""
     mask = response_mask(valid, tokens.shape[1] - cfg.response_width)  # [B, T]
-    logprobs = token_logprobs(forward(policy_params, tokens, valid, model_cfg)[0], tokens, cfg.temperature)
-    ref_logprobs = token_logprobs(forward(ref_params, tokens, valid, model_cfg)[0], tokens, cfg.temperature)
+    logprobs = token_logprobs(forward(policy_params, tokens, valid, model_cfg).logits, tokens, cfg.temperature)
+    ref_logprobs = token_logprobs(forward(ref_params, tokens, valid, model_cfg).logits, tokens, cfg.temperature)
     scores = reward_fn(reward_params, tokens, valid)  # [B]
     kl = masked_sum(logprobs - ref_logprobs, mask, axis=1)  # [B]: k1 summed over the response
     groups = lambda x: x.reshape(cfg.n_prompts, cfg.group_size)  # [B] -> [B / G, G]
@@ -196,7 +196,7 @@ def make_group_batch(policy_params: dict, ref_params: dict, reward_params, token
 
 
 def group_loss(params: dict, batch: GroupBatch, model_cfg: ModelConfig, cfg: GroupConfig) -> tuple[jax.Array, dict]:
-    logprobs = token_logprobs(forward(params, batch.tokens, batch.valid, model_cfg)[0], batch.tokens, cfg.temperature)
+    logprobs = token_logprobs(forward(params, batch.tokens, batch.valid, model_cfg).logits, batch.tokens, cfg.temperature)
     if cfg.algorithm == "grpo":
         return grpo_loss(logprobs, batch.logprobs, batch.ref_logprobs, batch.advantages, batch.mask,
                          cfg.cliprange, cfg.beta)

@@ -163,7 +163,7 @@ def make_rollout(policy_params: dict, ref_params: dict, value_params: dict, rewa
     # ratio is exactly 1 (the KV-cached decode agrees only up to float rounding).
     logits, _ = forward(policy_params, tokens, valid, model_cfg)
     logprobs = token_logprobs(logits, tokens, cfg.temperature)  # [B, T]
-    ref_logprobs = token_logprobs(forward(ref_params, tokens, valid, model_cfg)[0], tokens, cfg.temperature)
+    ref_logprobs = token_logprobs(forward(ref_params, tokens, valid, model_cfg).logits, tokens, cfg.temperature)
     values = jnp.where(mask, token_values(value_params, tokens, valid, model_cfg), 0.0)  # [B, T]
     scores = reward_fn(reward_params, tokens, valid)  # [B]
 

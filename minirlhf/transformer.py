@@ -234,15 +234,22 @@ def empty_cache(cfg: ModelConfig, batch: int, cache_len: int) -> list[KVCache]:
     return [KVCache(jnp.zeros(shape), jnp.zeros(shape)) for _ in range(cfg.n_layers)]
 
 
+class Forward(NamedTuple):
+    """What `forward` returns; a tuple too, so `logits, hidden = forward(...)` reads both."""
+
+    logits: Float[Array, "batch seq vocab"]  # position t predicts the token at t + 1
+    hidden: Float[Array, "batch seq d_model"]  # after ln_f: what a scalar head (reward, value) reads
+
+
 def forward(
     params: dict, tokens: Int[Array, "batch seq"], valid: Bool[Array, "batch seq"], cfg: ModelConfig
-) -> tuple[Float[Array, "batch seq vocab"], Float[Array, "batch seq d_model"]]:
+) -> Forward:
     """Logits and final hidden states (after ln_f) at every position."""
     check_shapes(tokens, valid, cfg)
     if not isinstance(tokens, jax.core.Tracer):  # concrete ids (called outside jit): cheap to check
         check_tokens(tokens, cfg)
     logits, hidden, _ = transformer(params, tokens, valid, empty_cache(cfg, *tokens.shape), 0, cfg)
-    return logits, hidden
+    return Forward(logits, hidden)
 
 
 def prefill(

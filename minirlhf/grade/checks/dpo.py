@@ -19,7 +19,7 @@ def check_sequence_logprobs(fn) -> str:
         args = (params, jnp.asarray(tokens), jnp.asarray(valid), TINY)
         got = fn(*args)
         want = reference("sequence_logprobs")(*args)
-        logits = np.asarray(forward(*args)[0])
+        logits = np.asarray(forward(*args).logits)
         lp, unshifted = np_token_logprobs(logits, tokens), np_token_logprobs(logits, tokens, shift=False)
         response = mask_of(valid, PROMPT_WIDTH)
         after_prompt = np.broadcast_to(np.arange(tokens.shape[1]) >= PROMPT_WIDTH, valid.shape)

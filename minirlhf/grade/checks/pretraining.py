@@ -101,7 +101,7 @@ def check_lm_loss(fn) -> str:
             jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
             got = fn(params, jbatch, TINY)
             want = reference("lm_loss")(params, jbatch, TINY)
-            logits = np.asarray(forward(params, jbatch["tokens"], jbatch["valid"], TINY)[0])
+            logits = np.asarray(forward(params, jbatch["tokens"], jbatch["valid"], TINY).logits)
             lp = np_token_logprobs(logits, batch["tokens"])
 
             def loss(mask, logp=lp, sign=-1.0, reduce="mean"):

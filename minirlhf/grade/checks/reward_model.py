@@ -74,7 +74,7 @@ def check_reward(fn) -> str:
         args = (rm_params, jnp.asarray(tokens), jnp.asarray(valid), TINY)
         got = fn(*args)
         want = reference("reward")(*args)
-        hidden = forward(rm_params["lm"], jnp.asarray(tokens), jnp.asarray(valid), TINY)[1]
+        hidden = forward(rm_params["lm"], jnp.asarray(tokens), jnp.asarray(valid), TINY).hidden
         scores = np.asarray(transformer.scalar_head(rm_params["head"], hidden))  # [B, T]
         rows = np.arange(len(tokens))
         expect(got, want, "4 sequences with left-padded prompts and responses of different lengths", [
