@@ -46,8 +46,8 @@ class DPOConfig:
 
     beta: float = 0.3
     """Strength of the implicit KL penalty: small beta lets the policy move far from pi_ref. The paper's 0.1
-    with lr 3e-4 collapsed this tiny model (measured: answer rate 0.97 -> 0.41, KL 5.7 nats): DPO pushed both
-    responses' log-probs down until half its answers left the assistant format. 0.3 with lr 1e-4 keeps it."""
+    (with lr 3e-4) collapses this tiny model: DPO pushes both responses' log-probs down until answers leave
+    the assistant format. 0.3 with lr 1e-4 keeps it."""
     loss_type: str = "dpo"
     """"dpo" (eq. 7), "cdpo" (conservative, label smoothing) or "ipo" (Azar et al. eq. 17)."""
     label_smoothing: float = 0.0

@@ -64,8 +64,7 @@ class PPOConfig:
     """Adam learning rate, decayed linearly to 0 over the run (lm-human-preferences)."""
     beta: float = 0.2
     """Initial KL coefficient (init_kl_coef): the price in reward units of one nat of KL to the reference.
-    Measured on seeds 0-4 (the pipeline's models): at 0.1, PPO learned to refuse sums on seed 3 (gold -0.09
-    below SFT, KL 6.4); at 0.2 every seed gained +0.20 to +0.47 at KL 0.8-0.95."""
+    Smaller values let some seeds' policies drift far enough to refuse sums, which the RM cannot tell apart."""
     kl_estimator: str = "k1"
     """Per-token KL estimate in the reward: "k1" (log-ratio), "k2" (half its square) or "k3"."""
     adaptive: AdaptiveKLConfig | None = None

@@ -4,8 +4,7 @@
 
 Same loss as pretraining with a different mask: the prompt is context, not something to learn to
 write. A few hundred demonstrations, seen for dozens of epochs, also wash out what pretraining taught
-(measured on a model pretrained for 500 steps: it completed "a plus b is" correctly for 74% of the
-training questions, 35% after plain SFT, 75% after SFT with the replay below). So each SFT batch also replays pretraining documents, with their ordinary
+(the sums it knew), so each SFT batch also replays pretraining documents, with their ordinary
 next-token loss: the "pretraining mix" InstructGPT adds to its PPO objective (Ouyang et al. 2022, eq. 2),
 used here one stage earlier. The demonstrators are imperfect (wrong values, random confidence words, rambling, leaks), so
 a model that imitates them well inherits their mistakes; that ceiling is what RLHF later passes.
