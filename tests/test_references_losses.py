@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minirlhf import gold, grpo_rloo, ppo_losses, preferences, reward_model, world
+from minirlhf import gold, grpo_rloo, ppo_losses, preferences, reward_model, transformer, world
 from minirlhf.data import decode_responses, encode_pairs
 from minirlhf.dpo import preference_loss
 from minirlhf.ops import masked_whiten
@@ -376,7 +376,7 @@ def test_rloo_folds_the_kl_into_the_reward(monkeypatch):
       RLOO A (G = 2)     R_i - R_other = (0.9, -0.9, -0.5, 0.5)     (without the KL it would be (1, -1, 0, 0))
       GRPO A             from scores alone: (+-0.5) / (0.5 + 1e-4) = +-0.9998000, then (0, 0)
     """
-    monkeypatch.setattr(grpo_rloo, "forward", lambda params, tokens, valid, cfg: (params, None))
+    monkeypatch.setattr(grpo_rloo, "forward", lambda params, tokens, valid, cfg: transformer.Forward(params, None))
     monkeypatch.setattr(grpo_rloo, "token_logprobs", lambda logits, tokens, temperature=1.0: logits)
     valid = jnp.array([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1]], bool)  # column 0 is the prompt
     ref = jnp.full((4, 4), -1.0)
