@@ -1,4 +1,5 @@
-"""Write a pipeline run to disk: metrics.json, report.md and PNG plots."""
+"""Write a pipeline run to disk: metrics.json, config.json, report.md and PNG plots, what a learner reads
+after `python -m minirlhf run`. (The README's results block is filled by docs/tools/update_readme.py, not here.)"""
 from __future__ import annotations
 
 import json
@@ -81,40 +82,3 @@ def markdown(metrics: dict, samples: dict, prompts: list[Prompt], n_show: int) -
                  + f" (total {sum(seconds.values()):.0f})")
     return "\n".join(lines) + "\n"
 
-
-def update_readme(run_dir: str, readme: str = "README.md", figures_dir: str = "docs") -> None:
-    """Copy a run's table and main plots into the README between its results markers."""
-    import shutil
-
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        metrics = json.load(f)
-    os.makedirs(figures_dir, exist_ok=True)
-    for name in ("reward_vs_kl.png", "gold_vs_proxy.png", "training_curves.png"):
-        shutil.copy(os.path.join(run_dir, name), os.path.join(figures_dir, name))
-    rm = metrics["reward_model"]
-    block = "\n".join([
-        f"From `python -m minirlhf run --seed {metrics['seed']}` (held-out prompts; gold reward in [-1, 1], 1 = ideal):",
-        "", results_table(metrics), "",
-        f"Reward model: {rm['accuracy_gold']:.1%} held-out accuracy against the gold ordering (the labelers agree "
-        f"with gold {rm['ceiling_gold']:.1%} of the time). Stage times on the machine that made this table: "
-        + ", ".join(f"{k} {metrics['seconds'][k]:.0f} s" for k in STAGES if k in metrics["seconds"]) + ".", "",
-        f"![reward vs KL]({figures_dir}/reward_vs_kl.png) ![gold vs proxy]({figures_dir}/gold_vs_proxy.png)", "",
-        f"![training curves]({figures_dir}/training_curves.png)",
-    ])
-    with open(readme) as f:
-        text = f.read()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    if start not in text or end not in text:
-        raise ValueError(f"{readme} has no {start} ... {end} markers to fill")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    with open(readme, "w") as f:
-        f.write(f"{head}{start}\n{block}\n{end}{tail}")
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Copy a run's results into README.md")
-    parser.add_argument("--readme", metavar="RUN_DIR", required=True, help="the run folder (with metrics.json)")
-    update_readme(parser.parse_args().readme)
