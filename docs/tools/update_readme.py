@@ -23,7 +23,8 @@ def results_block(metrics: dict, figures_dir: str) -> str:
     rm, seconds = metrics["reward_model"], metrics["seconds"]
     times = ", ".join(f"{k} {seconds[k]:.0f} s" for k in STAGES if k in seconds)
     return "\n".join([
-        f"From `python -m minirlhf run --seed {metrics['seed']}` (held-out prompts; gold reward in [-1, 1], 1 = ideal):",
+        f"From `python -m minirlhf run --seed {metrics['seed']}` "
+        "(held-out prompts; gold reward in [-1, 1], 1 = ideal):",
         "", results_table(metrics), "",
         f"Reward model: {rm['accuracy_gold']:.1%} held-out accuracy against the gold ordering (the labelers agree "
         f"with gold {rm['ceiling_gold']:.1%} of the time). Stage times on the machine that made this table: {times}.",
