@@ -246,5 +246,5 @@ def sl_cai(key: jax.Array, policy_params: dict, judge_params: dict, world: World
     tokens = np.where(revised[:, None], rev["tokens"], rev["first_tokens"])
     valid = np.where(revised[:, None], rev["valid"], rev["first_valid"])
     data = {"tokens": tokens, "valid": valid, "loss_mask": response_mask(valid)}
-    params, history = fit(policy_params, partial(lm_loss, cfg=model_cfg), data, key_train, cfg.optim, desc="sl-cai")
+    params, history = fit(policy_params, lm_loss, data, key_train, cfg.optim, desc="sl-cai", static={"cfg": model_cfg})
     return params, {"history": history, "revisions": rev, "prompts": prompts, "revised": revised}

@@ -86,8 +86,13 @@ def preference_loss(h: Float[Array, " batch"], beta: float, loss_type: str, labe
     raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
 
 
-def loss(params: dict, batch: dict, cfg: transformer.ModelConfig, dpo_cfg: DPOConfig) -> tuple[jax.Array, dict]:
-    """Mean preference loss over a batch of pairs with precomputed reference log-probs."""
+def loss(params: dict, batch: dict, cfg: transformer.ModelConfig, loss_type: str, beta: float,
+         label_smoothing: float = 0.0) -> tuple[jax.Array, dict]:
+    """Mean preference loss over a batch of pairs with precomputed reference log-probs.
+
+    beta and label_smoothing are plain arguments, not read from a DPOConfig, so the training step can take
+    them as traced numbers: a sweep over beta reuses one compiled step.
+    """
     n = batch["chosen_tokens"].shape[0]
     tokens = jnp.concatenate([batch["chosen_tokens"], batch["rejected_tokens"]])  # [2B, T], one forward pass
     valid = jnp.concatenate([batch["chosen_valid"], batch["rejected_valid"]])
@@ -96,8 +101,8 @@ def loss(params: dict, batch: dict, cfg: transformer.ModelConfig, dpo_cfg: DPOCo
     chosen_ratio = chosen_logps - batch["ref_chosen_logps"]  # log pi(y_w) / pi_ref(y_w)
     rejected_ratio = rejected_logps - batch["ref_rejected_logps"]
     h = chosen_ratio - rejected_ratio
-    losses = preference_loss(h, dpo_cfg.beta, dpo_cfg.loss_type, dpo_cfg.label_smoothing)
-    rewards_chosen, rewards_rejected = dpo_cfg.beta * chosen_ratio, dpo_cfg.beta * rejected_ratio  # implicit rewards
+    losses = preference_loss(h, beta, loss_type, label_smoothing)
+    rewards_chosen, rewards_rejected = beta * chosen_ratio, beta * rejected_ratio  # implicit rewards
     metrics = {  # TRL's names
         "rewards/chosen": jnp.mean(rewards_chosen),
         "rewards/rejected": jnp.mean(rewards_rejected),
@@ -109,14 +114,18 @@ def loss(params: dict, batch: dict, cfg: transformer.ModelConfig, dpo_cfg: DPOCo
     return jnp.mean(losses), metrics
 
 
-_sequence_logprobs = jax.jit(sequence_logprobs, static_argnames="cfg")
+@partial(jax.jit, static_argnames="cfg")
+def _compiled_sequence_logprobs(params: dict, tokens: Int[Array, "batch seq"], valid: Bool[Array, "batch seq"],
+                                cfg: transformer.ModelConfig) -> Float[Array, " batch"]:
+    """sequence_logprobs as one compiled call, for the log-probs computed outside the training step."""
+    return sequence_logprobs(params, tokens, valid, cfg)
 
 
 def reference_logprobs(ref_params: dict, pairs: dict, cfg: transformer.ModelConfig) -> dict[str, np.ndarray]:
     """log pi_ref of every chosen and rejected response, computed once: the reference is frozen."""
     return {
-        f"ref_{side}_logps": np.asarray(_sequence_logprobs(ref_params, jnp.asarray(pairs[f"{side}_tokens"]),
-                                                           jnp.asarray(pairs[f"{side}_valid"]), cfg))
+        f"ref_{side}_logps": np.asarray(_compiled_sequence_logprobs(
+            ref_params, jnp.asarray(pairs[f"{side}_tokens"]), jnp.asarray(pairs[f"{side}_valid"]), cfg))
         for side in ("chosen", "rejected")
     }
 
@@ -124,7 +133,11 @@ def reference_logprobs(ref_params: dict, pairs: dict, cfg: transformer.ModelConf
 def train_dpo(
     key: jax.Array, sft_params: dict, pairs: dict, model_cfg: transformer.ModelConfig, cfg: DPOConfig = DPOConfig()
 ) -> tuple[dict, dict]:
-    """Start from SFT (also the reference) and fit the preference loss; returns (params, history)."""
+    """Start from SFT (also the reference) and fit the preference loss; returns (params, history).
+
+    beta and label_smoothing reach the step traced, so runs at several betas compile the step once.
+    """
     data = {**train_arrays(pairs), **reference_logprobs(sft_params, pairs, model_cfg)}
-    loss_fn = partial(loss, cfg=model_cfg, dpo_cfg=cfg)
-    return fit(sft_params, loss_fn, data, key, cfg.optim, desc=f"{cfg.loss_type}")
+    return fit(sft_params, loss, data, key, cfg.optim, desc=cfg.loss_type,
+               static={"cfg": model_cfg, "loss_type": cfg.loss_type},
+               traced={"beta": cfg.beta, "label_smoothing": cfg.label_smoothing})

@@ -9,8 +9,6 @@ answering. Asked a question, it will continue the text.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,4 +59,4 @@ def pretrain(
     key_init, key_data, key_train = jax.random.split(key, 3)
     data = corpus_batch(world, numpy_rng(key_data), cfg)
     params = transformer.init_params(key_init, model_cfg)
-    return fit(params, partial(lm_loss, cfg=model_cfg), data, key_train, cfg.optim, desc="pretrain")
+    return fit(params, lm_loss, data, key_train, cfg.optim, desc="pretrain", static={"cfg": model_cfg})

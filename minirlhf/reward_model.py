@@ -16,8 +16,7 @@ a KL coefficient beta means the same thing whatever reward model it is paired wi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
-from typing import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -101,14 +100,32 @@ def loss(params: dict, batch: dict, cfg: transformer.ModelConfig, centering: flo
     return bradley_terry(r_chosen, r_rejected, centering), metrics
 
 
-@lru_cache
-def reward_fn(cfg: transformer.ModelConfig) -> Callable:
-    """r(rm_params, tokens, valid) for PPO: one object per model config. PPO's jitted rollout takes it as a
-    static argument, so a fresh `partial` per run would recompile the rollout for every run of a sweep."""
-    return partial(reward, cfg=cfg)
+@dataclass(frozen=True)
+class RewardFn:
+    """r(rm_params, tokens, valid) -> [B] for one model config: what PPO's rollout calls to score samples.
+
+    The rollout is jitted with this as a static argument. A frozen dataclass compares (and hashes) by its
+    config, so two runs of a sweep pass equal RewardFns and share one compiled rollout; a fresh
+    functools.partial per run would be a new static argument each time, compiled again.
+    """
+
+    cfg: transformer.ModelConfig
+
+    def __call__(self, rm_params: dict, tokens: Int[Array, "batch seq"],
+                 valid: Bool[Array, "batch seq"]) -> Float[Array, " batch"]:
+        return reward(rm_params, tokens, valid, self.cfg)
 
 
-score = jax.jit(reward, static_argnames="cfg")  # scoring outside training: one compiled call per shape
+def reward_fn(cfg: transformer.ModelConfig) -> RewardFn:
+    """The reward model's scoring function for PPO, for models of this config."""
+    return RewardFn(cfg)
+
+
+@partial(jax.jit, static_argnames="cfg")
+def score(rm_params: dict, tokens: Int[Array, "batch seq"], valid: Bool[Array, "batch seq"],
+          cfg: transformer.ModelConfig) -> Float[Array, " batch"]:
+    """`reward` as one compiled call, for scoring outside a training step (held-out pairs, normalisation)."""
+    return reward(rm_params, tokens, valid, cfg)
 
 
 def score_pairs(rm_params: dict, pairs: dict, cfg: transformer.ModelConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -143,8 +160,8 @@ def train_reward_model(
     """Fit an RM on `pairs`; returns (rm_params, loss history, held-out metrics beside the ceilings)."""
     key_head, key_train = jax.random.split(key)
     params = init_reward_model(key_head, sft_params, model_cfg)
-    loss_fn = partial(loss, cfg=model_cfg, centering=cfg.centering)
-    params, history = fit(params, loss_fn, train_arrays(pairs), key_train, cfg.optim, desc="reward model")
+    params, history = fit(params, loss, train_arrays(pairs), key_train, cfg.optim, desc="reward model",
+                          static={"cfg": model_cfg}, traced={"centering": cfg.centering})
     ceiling = label_noise_ceiling(heldout)
     metrics = {**accuracy(params, heldout, model_cfg), "ceiling_gold": ceiling["gold_agreement"],
                "ceiling_labels": ceiling["bayes"]}

@@ -12,8 +12,6 @@ a model that imitates them well inherits their mistakes; that ceiling is what RL
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
-
 import jax
 import numpy as np
 
@@ -59,4 +57,4 @@ def sft(
     data = demo_data(world, rng, cfg.n_demos)
     if cfg.n_replay > 0:
         data = with_replay(data, corpus_batch(world, rng, PretrainConfig(n_docs=cfg.n_replay)))
-    return fit(params, partial(lm_loss, cfg=model_cfg), data, key_train, cfg.optim, desc="sft")
+    return fit(params, lm_loss, data, key_train, cfg.optim, desc="sft", static={"cfg": model_cfg})

@@ -2,6 +2,8 @@
 
 No Trainer class: `fit` samples a minibatch *inside* the jitted step from data that already lives on
 the device (so the loop moves no data), applies one optax update, and records the step's metrics.
+The step is jitted once, here, with the loss and its frozen configs as static arguments: a sweep that
+calls `fit` again with equal ones finds the compiled step in jax's cache instead of compiling it again.
 """
 from __future__ import annotations
 
@@ -52,67 +54,54 @@ def init_state(params: dict, optimizer: optax.GradientTransformation) -> TrainSt
     return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
 
-def make_step(loss_fn: Callable, optimizer: optax.GradientTransformation, batch_size: int) -> Callable:
-    """A jitted step: draw `batch_size` rows of `data` with `key`, update on loss_fn(params, batch).
+def _frozen(static: dict | None) -> tuple:
+    """A dict of configs as sorted (name, value) pairs: hashable, so jit can take it as a static argument."""
+    return tuple(sorted((static or {}).items()))
 
-    loss_fn(params, batch) -> (scalar, metrics) and must close over nothing that changes between
-    calls (configs only); everything that varies is an argument, so jit bakes in nothing stale.
+
+@partial(jax.jit, static_argnames=("loss_fn", "static", "optim"), donate_argnames="state")
+def train_step(state: TrainState, data: dict, key: jax.Array, traced: dict | None = None, *, loss_fn: Callable,
+               static: tuple, optim: OptimConfig) -> tuple[TrainState, dict]:
+    """One update: draw optim.batch_size rows of `data` with `key`, step on loss_fn(params, batch, **static, **traced).
+
+    loss_fn, its configs (`static`, from _frozen) and the OptimConfig are static: jit compiles once per distinct
+    value and jax's own cache finds that compilation again when a later `fit` passes equal ones. `traced` holds
+    the numbers a sweep varies (DPO's beta): they arrive as arrays, so a new value reuses the compiled step.
     """
-
-    def step(state: TrainState, data: dict, key: jax.Array) -> tuple[TrainState, dict]:
-        n = jax.tree_util.tree_leaves(data)[0].shape[0]
-        rows = jax.random.randint(key, (batch_size,), 0, n)
-        batch = jax.tree_util.tree_map(lambda x: x[rows], data)
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, state.step + 1), {"loss": loss, **metrics}
-
-    return jax.jit(step, donate_argnums=0)
+    n = jax.tree_util.tree_leaves(data)[0].shape[0]
+    rows = jax.random.randint(key, (optim.batch_size,), 0, n)
+    batch = jax.tree_util.tree_map(lambda x: x[rows], data)
+    objective = lambda params: loss_fn(params, batch, **dict(static), **(traced or {}))
+    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    updates, opt_state = make_optimizer(optim).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, state.step + 1), {"loss": loss, **metrics}
 
 
-_COMPILED: dict = {}  # jitted steps by (loss, optimizer config); see compiled_step
-_MAX_COMPILED = 64
-
-
-def _loss_key(loss_fn: Callable):
-    """Equal for two partials of one function with equal arguments (configs are frozen dataclasses)."""
-    if isinstance(loss_fn, partial):
-        return (loss_fn.func, loss_fn.args, tuple(sorted(loss_fn.keywords.items())))
-    return loss_fn
-
-
-def compiled_step(loss_fn: Callable, cfg: OptimConfig) -> Callable:
-    """make_step for this loss and optimizer config, reusing the one built by an earlier call with equal ones.
-
-    A sweep (DPO at three betas on three seeds, reward models for several labelers) calls `fit` again and
-    again with the same loss and schedule; a fresh `jax.jit` each time would compile the step again (seconds
-    each). Reusing the jitted function lets jax find the compiled step in its cache.
-    """
-    key = (_loss_key(loss_fn), cfg)
-    try:
-        hash(key)
-    except TypeError:  # an unhashable argument: build a fresh step
-        return make_step(loss_fn, make_optimizer(cfg), cfg.batch_size)
-    if key not in _COMPILED:
-        if len(_COMPILED) >= _MAX_COMPILED:
-            _COMPILED.clear()
-        _COMPILED[key] = make_step(loss_fn, make_optimizer(cfg), cfg.batch_size)
-    return _COMPILED[key]
+def make_step(loss_fn: Callable, optim: OptimConfig, static: dict | None = None) -> Callable:
+    """train_step with its static arguments bound: step(state, data, key, traced=None) -> (state, metrics)."""
+    return partial(train_step, loss_fn=loss_fn, static=_frozen(static), optim=optim)
 
 
 def fit(
-    params: dict, loss_fn: Callable, data: dict, key: jax.Array, cfg: OptimConfig, desc: str = "train"
+    params: dict, loss_fn: Callable, data: dict, key: jax.Array, cfg: OptimConfig, desc: str = "train", *,
+    static: dict | None = None, traced: dict | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Run cfg.steps updates; returns the final params and each metric's history (one value per step)."""
-    step = compiled_step(loss_fn, cfg)
+    """Run cfg.steps updates of loss_fn(params, batch, **static, **traced); returns the final params and each
+    metric's history (one value per step).
+
+    loss_fn is best a module-level function, with its frozen configs in `static` (e.g. {"cfg": model_cfg}): two
+    fits with equal ones share one compiled step. A fresh lambda or functools.partial works too, but is a new
+    static argument each time, so it compiles again. Anything a sweep varies goes in `traced`.
+    """
+    step = make_step(loss_fn, cfg, static)
     params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates (frees) its input
     state = init_state(params, make_optimizer(cfg))
     data = jax.tree_util.tree_map(jnp.asarray, data)
     history: list[dict] = []
     bar = tqdm(range(cfg.steps), desc=desc, leave=False, mininterval=0.5)
     for key_step in jax.random.split(key, cfg.steps):
-        state, metrics = step(state, data, key_step)
+        state, metrics = step(state, data, key_step, traced)
         history.append(metrics)
         bar.update()
     bar.close()

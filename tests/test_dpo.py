@@ -1,20 +1,25 @@
-"""DPO / cDPO / IPO: the loss as a function of h, sequence log-probs, masking, and a short training run."""
+"""DPO / cDPO / IPO: the loss as a function of h, sequence log-probs, masking, a short training run, and a beta
+sweep that compiles the training step once."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minirlhf import transformer
+from minirlhf import dpo, transformer
 from minirlhf.data import encode_pairs
 from minirlhf.dpo import DPOConfig, loss, preference_loss, reference_logprobs, sequence_logprobs, train_dpo
 from minirlhf.ops import token_logprobs
 from minirlhf.tokenizer import TOKEN_ID, VOCAB_SIZE
-from minirlhf.training import OptimConfig
+from minirlhf.training import OptimConfig, train_step
 from minirlhf.world import math_prompt
 
 CFG = transformer.ModelConfig(vocab_size=VOCAB_SIZE, max_len=26, d_model=16, n_layers=1, n_heads=2, d_mlp=32)
 seq_logps = jax.jit(sequence_logprobs, static_argnames="cfg")
-dpo_loss = jax.jit(loss, static_argnames=("cfg", "dpo_cfg"))
+jitted_loss = jax.jit(loss, static_argnames=("cfg", "loss_type"))
+
+
+def dpo_loss(params, data, dpo_cfg: DPOConfig):
+    return jitted_loss(params, data, CFG, dpo_cfg.loss_type, dpo_cfg.beta, dpo_cfg.label_smoothing)
 H = jnp.linspace(-30.0, 30.0, 13)
 
 
@@ -88,8 +93,8 @@ def test_padding_changes_no_dpo_loss(params):
     for loss_type in ("dpo", "ipo"):
         cfg = DPOConfig(loss_type=loss_type)
         shifted = {**params, "wte": params["wte"] * 1.5}  # a policy that differs from the reference
-        a, _ = dpo_loss(shifted, data, CFG, cfg)
-        b, _ = dpo_loss(shifted, garbage, CFG, cfg)
+        a, _ = dpo_loss(shifted, data, cfg)
+        b, _ = dpo_loss(shifted, garbage, cfg)
         np.testing.assert_allclose(a, b, rtol=1e-5, err_msg=(
             f"{loss_type}: the loss changed when only padded positions changed; mask with response_mask(valid)"))
 
@@ -97,7 +102,7 @@ def test_padding_changes_no_dpo_loss(params):
 def test_policy_equal_to_reference_gives_h_zero(params):
     batch = _pairs()
     data = {k: jnp.asarray(v) for k, v in {**batch, **reference_logprobs(params, batch, CFG)}.items()}
-    value, metrics = dpo_loss(params, data, CFG, DPOConfig(beta=0.1))
+    value, metrics = dpo_loss(params, data, DPOConfig(beta=0.1))
     assert float(value) == pytest.approx(np.log(2), rel=1e-4), "with pi = pi_ref every h is 0 and the DPO loss is log 2"
     for name in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
         assert abs(float(metrics[name])) < 1e-4, f"{name} is beta * log(pi / pi_ref), which is 0 when pi = pi_ref"
@@ -119,7 +124,7 @@ def test_implicit_rewards_margins_and_accuracies_by_hand(params):
     offsets = {"ref_chosen_logps": np.array([4.0, -2.0] * 2), "ref_rejected_logps": np.array([1.0, 2.0] * 2)}
     ref = {k: (policy[k] - offsets[k]).astype(np.float32) for k in policy}
     data = {k: jnp.asarray(v) for k, v in {**batch, **ref}.items()}
-    value, metrics = dpo_loss(params, data, CFG, DPOConfig(beta=0.1))
+    value, metrics = dpo_loss(params, data, DPOConfig(beta=0.1))
     want = {"rewards/chosen": 0.1, "rewards/rejected": 0.15, "rewards/margins": -0.05, "rewards/accuracies": 0.5}
     for name, w in want.items():
         assert float(metrics[name]) == pytest.approx(w, abs=1e-4), (
@@ -135,6 +140,23 @@ def test_dpo_training_raises_the_margin(params):
     assert history["rewards/margins"][-1] > history["rewards/margins"][0] + 0.1, (
         "after a few DPO steps the implicit reward margin should grow; check the sign of h")
     assert history["loss"][-1] < history["loss"][0], "DPO's loss should fall on a tiny fixed dataset"
+
+
+@pytest.mark.parametrize("loss_type, first, second", [("dpo", (0.5, 0.0), (0.2, 0.0)), ("cdpo", (0.5, 0.1), (0.5, 0.3))])
+def test_a_beta_or_smoothing_sweep_compiles_the_step_once(params, loss_type, first, second):
+    pairs, optim = _pairs(8), OptimConfig(steps=4, batch_size=8, lr=3e-3, warmup=1)
+    run = lambda beta, eps: train_dpo(jax.random.PRNGKey(1), params, pairs, CFG, DPOConfig(
+        beta=beta, loss_type=loss_type, label_smoothing=eps, optim=optim))[1]
+    history = run(*first)
+    sizes = train_step._cache_size(), dpo._compiled_sequence_logprobs._cache_size()
+    other = run(*second)
+    now = train_step._cache_size(), dpo._compiled_sequence_logprobs._cache_size()
+    assert now == sizes, (
+        f"{loss_type}: a run that differs only in beta / label_smoothing {first} -> {second} compiled again (jit "
+        f"caches of train_step and the reference log-probs grew from {sizes} to {now}): they must reach the step "
+        f"as traced numbers, not inside a static config")
+    assert not np.allclose(history["loss"][1:], other["loss"][1:]), (
+        f"{loss_type}: runs at {first} and {second} logged the same losses: the step ignored the new value")
 
 
 def test_config_rejects_smoothing_without_cdpo():

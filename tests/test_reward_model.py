@@ -1,4 +1,5 @@
-"""Reward model: where the score is read, the Bradley-Terry loss and its gradient, normalization, a toy fit."""
+"""Reward model: where the score is read, the Bradley-Terry loss and its gradient, normalization, a toy fit, and
+the scoring function PPO's jitted rollout takes as a static argument."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 from minirlhf import transformer
 from minirlhf.data import PROMPT_WIDTH, encode_pairs
 from minirlhf.preferences import Labeler, label_noise_ceiling
-from minirlhf.reward_model import RMConfig, accuracy, bradley_terry, init_reward_model, last_index, loss, normalize, score
+from minirlhf.reward_model import (RMConfig, accuracy, bradley_terry, init_reward_model, last_index, loss, normalize,
+                                   reward_fn, score)
 from minirlhf.tokenizer import TOKEN_ID, VOCAB_SIZE
 from minirlhf.training import OptimConfig, fit
 from minirlhf.world import color_prompt, math_prompt
@@ -145,12 +147,27 @@ def test_toy_reward_model_learns_a_separable_preference():
     heldout = {k: v[192:] for k, v in pairs.items()}
     params = init_reward_model(jax.random.PRNGKey(0), transformer.init_params(jax.random.PRNGKey(1), CFG), CFG)
     keys = ("chosen_tokens", "chosen_valid", "rejected_tokens", "rejected_valid")
-    params, history = fit(params, lambda p, b: loss(p, b, CFG), {k: train[k] for k in keys}, jax.random.PRNGKey(2),
-                          OptimConfig(steps=100, batch_size=32, lr=3e-3, warmup=10))
+    params, history = fit(params, loss, {k: train[k] for k in keys}, jax.random.PRNGKey(2),
+                          OptimConfig(steps=100, batch_size=32, lr=3e-3, warmup=10), static={"cfg": CFG})
     acc = accuracy(params, heldout, CFG)
     assert acc["accuracy_labels"] > 0.95, (
         f"a tiny RM should separate 'definitely ...' from the rest (held-out accuracy {acc['accuracy_labels']:.2f}); "
         f"final training loss {history['loss'][-10:].mean():.3f}. Check the loss sign and where the reward is read")
+
+
+def test_reward_fn_is_a_value_so_equal_configs_share_one_compiled_rollout(rm_params):
+    other = transformer.ModelConfig(vocab_size=VOCAB_SIZE, max_len=26, d_model=16, n_layers=1, n_heads=2, d_mlp=32)
+    assert reward_fn(CFG) == reward_fn(other) and hash(reward_fn(CFG)) == hash(reward_fn(other)), (
+        "reward_fn of two equal configs must compare and hash equal: PPO's rollout takes it as a static argument")
+    assert reward_fn(CFG) != reward_fn(transformer.ModelConfig(vocab_size=VOCAB_SIZE, max_len=26, d_model=8,
+                                                               n_layers=1, n_heads=2, d_mlp=32))
+    rollout = jax.jit(lambda params, tokens, valid, fn: fn(params, tokens, valid), static_argnames="fn")
+    batch = _batch(["it is 7 .", "maybe it is 2 ."])
+    tokens, valid = jnp.asarray(batch["tokens"]), jnp.asarray(batch["valid"])
+    for cfg in (CFG, other):
+        got = rollout(rm_params, tokens, valid, fn=reward_fn(cfg))
+    assert rollout._cache_size() == 1, "two runs with equal reward_fns compiled the rollout twice"
+    np.testing.assert_array_equal(got, score(rm_params, tokens, valid, CFG))
 
 
 def test_noise_ceiling_from_preference_probabilities():

@@ -1,12 +1,14 @@
-"""The shared training loop: a sweep that fits the same loss again reuses its compiled step, and gets the same numbers;
-a different loss or config never runs a stale step; the learning rate warms up linearly, then decays by a cosine to 0."""
+"""The shared training loop: a sweep that fits the same loss again reuses its compiled step (jax's own cache, keyed
+by the loss and its frozen configs), and gets the same numbers; a traced coefficient changes without a compile; a
+different loss or config never runs a stale step; the learning rate warms up linearly, then decays by a cosine to 0."""
+from dataclasses import replace
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minirlhf.training import OptimConfig, compiled_step, fit
+from minirlhf.training import OptimConfig, fit, train_step
 
 
 def _squared_error(params, batch, scale):
@@ -19,15 +21,40 @@ DATA = {"x": np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32),
 CFG = OptimConfig(steps=20, batch_size=8, lr=1e-2, warmup=2)
 
 
-def test_equal_partials_share_one_compiled_step_and_unequal_ones_do_not():
-    step = compiled_step(partial(_squared_error, scale=1.0), CFG)
-    assert compiled_step(partial(_squared_error, scale=1.0), CFG) is step  # a new but equal partial
-    assert compiled_step(partial(_squared_error, scale=2.0), CFG) is not step  # another loss
-    assert compiled_step(partial(_squared_error, scale=1.0), OptimConfig(steps=21, batch_size=8, lr=1e-2, warmup=2)) is not step  # another schedule
+TRACES = []  # one entry each time jax traces _counted, i.e. each time it compiles a step for it
+
+
+def _counted(params, batch, target, scale=1.0):
+    TRACES.append(target)  # a side effect: runs while tracing, never in the compiled step
+    return scale * jnp.mean((batch["x"] @ params["w"] - target) ** 2), {}
+
+
+def test_equal_fits_compile_their_step_once_and_unequal_ones_do_not_share_it():
+    TRACES.clear()
+    size = train_step._cache_size()
+    for seed in (7, 8):
+        fit({"w": jnp.zeros(3)}, _counted, DATA, jax.random.PRNGKey(seed), CFG, static={"target": 1.0})
+    assert len(TRACES) == 1 and train_step._cache_size() == size + 1, (
+        f"two fits with an equal loss, static configs and OptimConfig should share one step, compiled once; the "
+        f"loss was traced {len(TRACES)} times and the step's cache grew by {train_step._cache_size() - size} "
+        f"(2: the static arguments are compared by identity, not by value)")
+    fit({"w": jnp.zeros(3)}, _counted, DATA, jax.random.PRNGKey(7), CFG, static={"target": 2.0})
+    fit({"w": jnp.zeros(3)}, _counted, DATA, jax.random.PRNGKey(7), replace(CFG, lr=2e-2), static={"target": 1.0})
+    assert len(TRACES) == 3, "another static config, or another OptimConfig, must compile a step of its own"
+
+
+def test_a_traced_coefficient_changes_without_a_compile_and_is_not_baked_in():
+    TRACES.clear()
+    losses = [fit({"w": jnp.zeros(3)}, _counted, DATA, jax.random.PRNGKey(7), CFG, static={"target": 1.0},
+                  traced={"scale": scale})[1]["loss"][0] for scale in (1.0, 2.0, 5.0)]
+    assert len(TRACES) <= 1, f"fits that differ only in a traced coefficient compiled {len(TRACES)} steps, not one"
+    np.testing.assert_allclose(losses, [1.0, 2.0, 5.0], rtol=1e-6, err_msg=(
+        "the first loss of scale * mean((x w - 1)^2) from w = 0 is the scale: a traced coefficient must reach "
+        "the loss as passed, not as the value the step was first compiled with"))
 
 
 def test_reused_step_trains_exactly_like_a_fresh_one():
-    runs = [fit({"w": jnp.zeros(3)}, partial(_squared_error, scale=1.0), DATA, jax.random.PRNGKey(3), CFG)
+    runs = [fit({"w": jnp.zeros(3)}, _squared_error, DATA, jax.random.PRNGKey(3), CFG, static={"scale": 1.0})
             for _ in range(2)]
     np.testing.assert_array_equal(runs[0][0]["w"], runs[1][0]["w"])
     np.testing.assert_array_equal(runs[0][1]["loss"], runs[1][1]["loss"])
@@ -35,8 +62,8 @@ def test_reused_step_trains_exactly_like_a_fresh_one():
     assert _squared_error(runs[0][0], full, 1.0)[0] < _squared_error({"w": jnp.zeros(3)}, full, 1.0)[0]  # it trains
 
 
-def test_unhashable_arguments_still_work_without_sharing():
-    weights = np.ones(32, np.float32)  # an array argument cannot be a cache key
+def test_a_partial_over_an_array_still_trains():
+    weights = np.ones(32, np.float32)  # a partial is a static argument by identity: it works, compiled per fit
 
     def weighted(params, batch, w):
         return jnp.mean(jnp.asarray(w)[: batch["y"].shape[0]] * (batch["x"] @ params["w"] - batch["y"]) ** 2), {}
@@ -80,7 +107,7 @@ def _distance_to(params, batch, target):
 
 def test_a_different_loss_or_batch_size_never_runs_a_stale_step():
     for target in (1.0, 3.0, 1.0):
-        _, history = fit({"w": jnp.zeros(3)}, partial(_distance_to, target=target), DATA, jax.random.PRNGKey(6), CFG)
+        _, history = fit({"w": jnp.zeros(3)}, _distance_to, DATA, jax.random.PRNGKey(6), CFG, static={"target": target})
         assert history["loss"][0] == target**2, (
             f"the first loss of fitting (x w - {target})^2 from w = 0 must be {target**2}, got {history['loss'][0]}: "
             f"fit ran a compiled step left over from another loss")
@@ -89,12 +116,3 @@ def test_a_different_loss_or_batch_size_never_runs_a_stale_step():
         assert np.all(history["rows"] == batch_size), (
             f"OptimConfig(batch_size={batch_size}) trained on batches of {history['rows'][0]:.0f} rows: "
             f"a step compiled for another batch size was reused")
-
-
-def test_equal_fits_compile_their_step_once():
-    for seed in (7, 8):
-        fit({"w": jnp.zeros(3)}, partial(_distance_to, target=1.0), DATA, jax.random.PRNGKey(seed), CFG)
-    compiled = compiled_step(partial(_distance_to, target=1.0), CFG)._cache_size()
-    assert compiled == 1, (
-        f"fits with an equal loss and config should share one step, compiled once; its cache holds {compiled} "
-        f"(0: each fit built a fresh step; 2 or more: some input changed type or shape between fits)")
