@@ -12,16 +12,17 @@ pipeline's PPO and DPO numbers are a little better.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from functools import partial
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from minirlhf import checkpoint, ppo, pretrain, reward_model, sft
+from minirlhf import ppo, reward_model, store
 from minirlhf.evaluation import gold_scores
-from minirlhf.pipeline import PipelineConfig
+from minirlhf.experiments import base as shared  # the models a seed starts from, and their cache
+from minirlhf.experiments.base import BaseModels
+from minirlhf.pipeline import PipelineConfig, stage_keys
 from minirlhf.tokenizer import VOCAB_SIZE
 from minirlhf.transformer import ModelConfig
 from minirlhf.world import WorldConfig, make_world, sample_prompts
@@ -37,104 +38,89 @@ PPO = dataclasses.replace(PIPELINE.ppo, iterations=60)  # shorter: the gold rewa
 DPO = dataclasses.replace(PIPELINE.dpo, optim=dataclasses.replace(PIPELINE.dpo.optim, steps=150))  # shorter
 N_EVAL = 512  # held-out prompts every model is measured on (as in the pipeline)
 
-KEYS = dict(zip(["pretrain", "sft", "rm", "ppo", "dpo", "bon", "bon_kl", "eval"],
-                jax.random.split(jax.random.PRNGKey(SEED), 8)))  # one key per purpose, as in the pipeline
+KEYS = stage_keys(SEED)  # one key per purpose, the pipeline's ("pretrain", "sft", "rm", "ppo", "dpo", ...)
 EVAL_PROMPTS = sample_prompts(WORLD, np.random.default_rng(SEED + 1), N_EVAL, split="heldout")
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+_PIPELINE = dataclasses.replace(PIPELINE, seed=SEED)
 
-
-def _path(name: str, *configs) -> Path:
-    """artifacts/<name>-<hash of the configs that made it>.npz: a changed config never loads a stale model."""
-    digest = hashlib.sha1(repr([SEED, MODEL, *configs]).encode()).hexdigest()[:8]
-    return ARTIFACTS / f"{name}-{digest}.npz"
-
-
-PATHS = {
-    "pretrained": _path("pretrained", PRETRAIN),
-    "sft": _path("sft", PRETRAIN, SFT),
-    "reward_model": _path("reward_model", PRETRAIN, SFT, RM),
-    "pairs": _path("pairs", PRETRAIN, SFT, RM),
-    "ppo": _path("ppo", PRETRAIN, SFT, RM, PPO),
+# What made each saved model (minirlhf.store): pretrained, SFT and "rm" are the pipeline's own records, so
+# `base_models(0, cache="notebooks/artifacts")` and these functions read and write the same files.
+# "reward_model" is notebook 03's RM, trained step by step there and normalised on its own prompts, so it
+# is kept apart from the pipeline's "rm"; "ppo" is notebook 04's shorter run.
+MADE_BY = {
+    "pretrained": shared.made_by("pretrained", _PIPELINE),
+    "sft": shared.made_by("sft", _PIPELINE),
+    "rm": shared.made_by("rm", _PIPELINE),
+    "reward_model": {**shared.made_by("rm", _PIPELINE), "stage": "reward_model"},
+    "ppo": {**shared.made_by("rm", _PIPELINE), **store.record("ppo", ppo=PPO)},
 }
 
 
 # ---------------------------------------------------------------- saving
 
 def save_model(name: str, params: dict) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    checkpoint.save(str(PATHS[name]), params, MODEL, overwrite=True)
-    return PATHS[name]
+    """Save a notebook's "pretrained", "sft" or "ppo" model where the functions below (and base_models) look."""
+    return store.save(ARTIFACTS, MADE_BY[name], params, MODEL)
 
 
-def save_reward_model(rm_params: dict, pairs: dict) -> Path:
-    """The RM's transformer as a checkpoint, its scalar head and the training pairs beside it (plain arrays)."""
-    path = save_model("reward_model", rm_params["lm"])
-    np.savez(path.with_suffix(".head.npz"), **{k: np.asarray(v) for k, v in rm_params["head"].items()})
-    np.savez(PATHS["pairs"], **pairs)
-    return path
+def save_reward_model(rm_params: dict, pairs: dict, metrics: dict | None = None) -> Path:
+    """Notebook 03's normalised RM {"lm", "head"} and its training pairs, in one file."""
+    return store.save(ARTIFACTS, MADE_BY["reward_model"], {"rm": rm_params, "pairs": pairs}, MODEL,
+                      {"metrics": metrics or {}})
 
 
-def _load(name: str) -> dict | None:
-    if not PATHS[name].is_file():
-        return None
-    try:
-        params, cfg = checkpoint.load(str(PATHS[name]))
-    except ValueError as e:  # unreadable or from another version of the model: train a fresh one
-        print(f"ignoring {PATHS[name].name}: {e}")
-        return None
-    return params if cfg == MODEL else None
+def _announce(name: str, text: str) -> None:
+    """Say that a model is about to be trained here, before the library trains it."""
+    if not store.path(ARTIFACTS, MADE_BY[name]).is_file():
+        print(text)
 
 
 # ---------------------------------------------------------------- load, or train with the library
 
 def pretrained() -> dict:
     """notebooks/01's model; trained here (tqdm bar) when it is not saved."""
-    params = _load("pretrained")
-    if params is None:
-        print("no saved pretrained model: pretraining one (as in notebook 01)")
-        params, _ = pretrain.pretrain(KEYS["pretrain"], WORLD, MODEL, PRETRAIN)
-        save_model("pretrained", params)
-    return params
+    _announce("pretrained", "no saved pretrained model: pretraining one (as in notebook 01)")
+    return shared.pretrained_model(_PIPELINE, WORLD, ARTIFACTS)
 
 
 def sft_model() -> dict:
     """notebooks/02's model."""
-    params = _load("sft")
-    if params is None:
-        base = pretrained()
-        print("no saved SFT model: fine-tuning one (as in notebook 02)")
-        params, _ = sft.sft(KEYS["sft"], base, WORLD, MODEL, SFT)
-        save_model("sft", params)
-    return params
+    _announce("sft", "no saved SFT model: fine-tuning one (as in notebook 02)")
+    return shared.sft_model(_PIPELINE, WORLD, ARTIFACTS)
+
+
+def _reward_model() -> tuple[dict, dict, dict]:
+    """(RM, pairs, metrics): notebook 03's when it saved one, else the pipeline's (trained here if need be)."""
+    found = store.load(ARTIFACTS, MADE_BY["reward_model"], MODEL)
+    if found is not None:
+        tree, extra = found
+        return tree["rm"], tree["pairs"], extra.get("metrics", {})
+    _announce("rm", "no saved reward model: training one (as in notebook 03)")
+    return shared.rm_and_pairs(_PIPELINE, WORLD, ARTIFACTS)
 
 
 def reward_model_and_pairs() -> tuple[dict, dict]:
     """notebooks/03's normalised reward model and the labelled pairs it was trained on."""
-    lm = _load("reward_model")
-    if lm is not None and PATHS["pairs"].is_file() and PATHS["reward_model"].with_suffix(".head.npz").is_file():
-        with np.load(PATHS["reward_model"].with_suffix(".head.npz")) as f:
-            head = {k: f[k] for k in f.files}
-        with np.load(PATHS["pairs"]) as f:
-            pairs = {k: f[k] for k in f.files}
-        return {"lm": lm, "head": head}, pairs
-    base = sft_model()
-    print("no saved reward model: training one (as in notebook 03)")
-    rm_params, pairs, _, _ = reward_model.run_reward_model(KEYS["rm"], base, WORLD, MODEL, RM)
-    save_reward_model(rm_params, pairs)
+    rm_params, pairs, _ = _reward_model()
     return rm_params, pairs
 
 
 def ppo_policy() -> dict:
     """notebooks/04's PPO policy."""
-    params = _load("ppo")
-    if params is None:
-        base = sft_model()
-        rm_params, _ = reward_model_and_pairs()
+    def make():
+        sft_params, (rm_params, _) = sft_model(), reward_model_and_pairs()
         print("no saved PPO policy: training one (as in notebook 04)")
-        params, _ = train_ppo(base, rm_params)
-        save_model("ppo", params)
-    return params
+        return train_ppo(sft_params, rm_params)[0], {}
+
+    return store.cached(ARTIFACTS, MADE_BY["ppo"], MODEL, make)[0]
+
+
+def base() -> BaseModels:
+    """Seed 0's models as the experiments take them (notebooks 05-08): the ones saved by notebooks 01-03."""
+    pretrained_params, sft_params = pretrained(), sft_model()
+    rm_params, pairs, metrics = _reward_model()
+    return BaseModels(_PIPELINE, WORLD, KEYS, pretrained_params, sft_params, rm_params, pairs, metrics)
 
 
 def train_ppo(sft_params: dict, rm_params: dict, cfg: ppo.PPOConfig = PPO):

@@ -2,8 +2,8 @@
 
 - Every `docs/experiments/NAME/summary.md` is exactly what `summary(result.json)` writes today, and every figure
   the README's experiment table quotes is, rounded, a figure of that experiment's summary or result.
-- `base_models` saves the pretrained, SFT and reward models (with its head, its pairs and its metrics), loads them
-  back bit for bit, and trains again whatever a changed config would have made differently.
+- `base_models` saves the pretrained, SFT and reward models (the RM's file also holds its pairs and metrics), loads
+  them back bit for bit, and trains again whatever a changed config would have made differently.
 """
 import dataclasses
 import json
@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from minirlhf import checkpoint, pretrain, reward_model, sft, transformer
+from minirlhf import checkpoint, pretrain, reward_model, sft, store, transformer
 from minirlhf.experiments import base, load
 from minirlhf.preferences import Labeler
 from minirlhf.pipeline import PipelineConfig
@@ -149,7 +149,7 @@ def test_cache_saves_every_model_and_loads_it_back_exactly(fake, tmp_path):
     first = base.base_models(0, CFG, cache=tmp_path)
     assert fake.calls == {"pretrain": 1, "sft": 1, "rm": 1}, "an empty cache: every stage is trained"
     names = sorted(p.name.split("-")[0] + p.name[p.name.index("."):] for p in tmp_path.iterdir())
-    assert names == ["pretrained.npz", "rm.head.npz", "rm.json", "rm.npz", "rm.pairs.npz", "sft.npz"], names
+    assert names == ["pretrained.npz", "rm.npz", "sft.npz"], f"one file per model, nothing beside it: {names}"
     fake.reset()
     again = base.base_models(0, CFG, cache=tmp_path)
     assert fake.calls == {"pretrain": 0, "sft": 0, "rm": 0}, "the same config again: everything is loaded"
@@ -170,7 +170,7 @@ CHANGES = {  # what changed -> the stages that must be trained again (the others
     "seed": (dict(seed=1), {"pretrain", "sft", "rm"}),
     "model": (dict(model=dataclasses.replace(TINY, n_layers=2)), {"pretrain", "sft", "rm"}),
     "pretraining": (dict(pretrain=dataclasses.replace(CFG.pretrain, n_docs=999)), {"pretrain", "sft", "rm"}),
-    "SFT": (dict(sft=dataclasses.replace(CFG.sft, n_demos=77)), {"pretrain", "sft", "rm"}),
+    "SFT": (dict(sft=dataclasses.replace(CFG.sft, n_demos=77)), {"sft", "rm"}),
     "RM data": (dict(rm=dataclasses.replace(CFG.rm, n_pairs=123)), {"rm"}),
     "RM labeler": (dict(rm=dataclasses.replace(CFG.rm, labeler=Labeler(temperature=0.5))), {"rm"}),
     "PPO": (dict(ppo=PPOConfig(beta=0.7)), set()),
@@ -211,25 +211,92 @@ def test_a_cached_file_holding_another_model_is_not_used(fake, tmp_path, stage):
     assert len(getattr(got, stage)["blocks"]) == TINY.n_layers, f"a {stage} model of another size was returned"
 
 
-def test_a_cached_reward_model_holding_another_model_is_not_used(fake, tmp_path):
+def test_a_cached_reward_model_holding_another_model_is_not_used(fake, tmp_path, capsys):
+    """The RM file's record is right, but its transformer is a two-layer one: the stored ModelConfig is checked too."""
     base.base_models(0, CFG, cache=tmp_path)
-    other_model_checkpoint(next(p for p in tmp_path.glob("rm-*.npz") if p.name.count(".") == 1))
+    other = dataclasses.replace(TINY, n_layers=2)
+    rm, pairs, metrics = fake.reward_model(None, None, None, other, CFG.rm)[:3]
+    store.save(tmp_path, base.made_by("rm", CFG), {"rm": rm, "pairs": pairs}, other, {"metrics": metrics})
     fake.reset()
     got = base.base_models(0, CFG, cache=tmp_path)
     assert len(got.rm["lm"]["blocks"]) == TINY.n_layers, "a reward model of another size was loaded"
+    assert fake.calls["rm"] == 1 and "holds a model of config" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("damage", ["corrupt sft", "no RM head", "no RM pairs"])
+@pytest.mark.parametrize("damage", ["corrupt sft", "truncated RM file"])
 def test_a_damaged_cache_is_trained_again(fake, tmp_path, damage, capsys):
     first = base.base_models(0, CFG, cache=tmp_path)
     if damage == "corrupt sft":
         next(tmp_path.glob("sft-*.npz")).write_bytes(b"half a file")
     else:
-        next(tmp_path.glob("rm-*.head.npz" if damage == "no RM head" else "rm-*.pairs.npz")).unlink()
+        rm_file = next(tmp_path.glob("rm-*.npz"))
+        rm_file.write_bytes(rm_file.read_bytes()[: rm_file.stat().st_size // 2])
     fake.reset()
     got = base.base_models(0, CFG, cache=tmp_path)
     assert fake.calls["sft" if damage == "corrupt sft" else "rm"] == 1, f"{damage}: that model should be trained again"
-    if damage == "corrupt sft":
-        assert "ignoring" in capsys.readouterr().out, "base_models should say which cached file it ignores"
-    else:
+    assert "ignoring" in capsys.readouterr().out, "base_models should say which cached file it ignores"
+    if damage != "corrupt sft":
         assert_same_tree(got.sft, first.sft, "the SFT policy (undamaged, so loaded)")
+
+
+def test_a_file_made_by_other_configs_is_trained_again_and_says_why(fake, tmp_path, capsys):
+    """Copy the SFT file of n_demos=77 over the file of the default SFT config: the name fits, the record does not."""
+    changed = dataclasses.replace(CFG, sft=dataclasses.replace(CFG.sft, n_demos=77))
+    base.base_models(0, changed, cache=tmp_path, with_rm=False)
+    stale = store.path(tmp_path, base.made_by("sft", changed))
+    stale.replace(store.path(tmp_path, base.made_by("sft", CFG)))
+    fake.reset()
+    base.base_models(0, CFG, cache=tmp_path, with_rm=False)
+    assert fake.calls == {"pretrain": 0, "sft": 1, "rm": 0}, "an SFT file made by another SFT config must not be used"
+    assert "its stored sft differ" in capsys.readouterr().out, "the printed line should name the config that differs"
+
+
+def notebook_models(monkeypatch, folder: Path):
+    """notebooks/_models.py with its artifacts folder pointed at `folder`."""
+    monkeypatch.syspath_prepend(str(REPO / "notebooks"))
+    import _models
+
+    monkeypatch.setattr(_models, "ARTIFACTS", folder)
+    return _models
+
+
+def test_the_notebooks_and_base_models_share_one_cache(fake, tmp_path, monkeypatch):
+    """The notebooks' seed-0 models are base_models(0)'s: what one trains into a folder, the other loads."""
+    nb = notebook_models(monkeypatch, tmp_path)
+    assert all(np.array_equal(nb.KEYS[k], v) for k, v in base.stage_keys(0).items()), "the notebooks' keys"
+    first = nb.base()
+    assert fake.calls == {"pretrain": 1, "sft": 1, "rm": 1}, "an empty folder: the notebooks train every stage once"
+    fake.reset()
+    again = base.base_models(0, nb.PIPELINE, cache=tmp_path)
+    assert fake.calls == {"pretrain": 0, "sft": 0, "rm": 0}, "base_models should load the files the notebooks wrote"
+    for field in ("pretrained", "sft", "rm", "pairs"):
+        assert_same_tree(getattr(again, field), getattr(first, field), field)
+    assert again.rm_metrics == first.rm_metrics and again.cfg == first.cfg
+    assert_same_tree(nb.sft_model(), first.sft, "_models.sft_model()")
+    for name, stage in (("pretrained", "pretrain"), ("sft", "sft")):  # what notebooks 01 and 02 save
+        trained_in_the_notebook = fake.params(stage, nb.MODEL)
+        nb.save_model(name, trained_in_the_notebook)
+        assert_same_tree(getattr(base.base_models(0, nb.PIPELINE, cache=tmp_path), name), trained_in_the_notebook,
+                         f"base_models' {name} model after the notebook saved one")
+
+
+def test_notebook_03s_reward_model_is_the_notebooks_but_not_base_models(fake, tmp_path, monkeypatch):
+    """Notebook 03 normalises its RM on prompts of its own: the notebooks use it, the experiments' cache does not."""
+    nb = notebook_models(monkeypatch, tmp_path)
+    shared = base.base_models(0, nb.PIPELINE, cache=tmp_path)
+    mine = fake.reward_model(None, None, None, nb.MODEL, nb.RM)
+    nb.save_reward_model(mine[0], mine[1])
+    assert_same_tree(nb.reward_model_and_pairs(), mine[:2], "the notebooks' RM after notebook 03 saved one")
+    assert_same_tree(nb.base().rm, mine[0], "_models.base()'s RM")
+    fake.reset()
+    assert_same_tree(base.base_models(0, nb.PIPELINE, cache=tmp_path).rm, shared.rm, "base_models' RM")
+    assert fake.calls == {"pretrain": 0, "sft": 0, "rm": 0}
+
+
+def test_the_notebooks_ppo_policy_is_trained_once_then_loaded(fake, tmp_path, monkeypatch):
+    nb = notebook_models(monkeypatch, tmp_path)
+    runs = []
+    monkeypatch.setattr(nb, "train_ppo", lambda sft_params, rm_params: (runs.append(1) or fake.params("sft", nb.MODEL), {}))
+    first = nb.ppo_policy()
+    assert_same_tree(nb.ppo_policy(), first, "the saved PPO policy")
+    assert len(runs) == 1, "the second ppo_policy() should load notebook 04's policy, not train again"
