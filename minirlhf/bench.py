@@ -3,8 +3,8 @@
     python -m minirlhf.bench [--json]
 
 Ours is the library's own training step (`training.make_step` on pretraining's loss) and `sampling.generate`.
-The baseline is nanoGPT's model at the same size (pre-LN, tied embeddings, same dims): a training
-step with gradient clipping and AdamW, and generation the way nanoGPT's `generate` does it, re-running the whole sequence
+The baseline is nanoGPT's model at the same size (pre-LN, tied embeddings, same dims): a training step with
+gradient clipping and AdamW, and generation the way nanoGPT's `generate` does it, re-running the whole sequence
 for every new token (no KV cache). Torch is optional; without it only our numbers are printed.
 """
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import os
 import statistics
 import time
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -58,13 +57,12 @@ def jax_runners(cfg: ModelConfig, sample_cfg: SampleConfig) -> dict:
     k_params, k_data, k_prompts, k_sample, k_steps = jax.random.split(jax.random.key(0), 5)
     params = init_params(k_params, cfg)
     optim_cfg = OptimConfig(steps=REPEATS + 1, batch_size=BATCH, warmup=1)
-    optimizer = make_optimizer(optim_cfg)
-    step = make_step(partial(lm_loss, cfg=cfg), optimizer, BATCH)
+    step = make_step(lm_loss, optim_cfg, static={"cfg": cfg})  # as pretrain's fit builds it
 
     tokens = jax.random.randint(k_data, (BATCH, SEQ_LEN), 0, cfg.vocab_size)
     valid = jnp.ones_like(tokens, dtype=bool)
     data = {"tokens": tokens, "valid": valid, "loss_mask": valid.at[:, 0].set(False)}
-    state = {"train": init_state(jax.tree.map(jnp.copy, params), optimizer), "key": k_steps}
+    state = {"train": init_state(jax.tree.map(jnp.copy, params), make_optimizer(optim_cfg)), "key": k_steps}
 
     def run_train():
         state["key"], key = jax.random.split(state["key"])
