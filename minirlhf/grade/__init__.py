@@ -434,25 +434,14 @@ def _library_modules() -> list:
             and not n.startswith("minirlhf.grade")]
 
 
-def _rejit(jitted, fn: Callable) -> Callable:
-    """A module-level jax.jit(original) rebuilt around fn, with the same static and donated arguments."""
-    import jax
-    info = getattr(jitted, "_jit_info", None)
-    try:
-        return jax.jit(fn, static_argnames=tuple(getattr(info, "static_argnames", ()) or ()),
-                       donate_argnames=tuple(getattr(info, "donate_argnames", ()) or ()))
-    except Exception:
-        return fn  # uncompiled but correct
-
-
 @contextlib.contextmanager
 def use_learner_code(*names: str, impl: str | os.PathLike = "exercises") -> Iterator[dict]:
     """Inside the `with`, the library calls the learner's versions of these exercises (or stages).
 
     Every minirlhf module that holds the library function (e.g. both `ppo_losses.gae` and the `gae` that
-    `ppo` imported) gets the learner's instead, module-level `jax.jit` wrappers are rebuilt around it, and
-    JAX's compilation caches are cleared on the way in and out, so jitted stages retrace with the swapped
-    code and nothing compiled from it outlives the block. Yields {exercise name: the learner's function}.
+    `ppo` imported) gets the learner's instead, and JAX's compilation caches are cleared on the way in and out,
+    so jitted steps (which call exercises by name, never jit one at import) retrace with the swapped code and
+    nothing compiled from it outlives the block. Yields {exercise name: the learner's function}.
     """
     import jax
 
@@ -475,9 +464,6 @@ def use_learner_code(*names: str, impl: str | os.PathLike = "exercises") -> Iter
                 if value is original:
                     patches.append((module, attr, value))
                     setattr(module, attr, swapped[ex.name])
-                elif callable(value) and getattr(value, "__wrapped__", None) is original and hasattr(value, "lower"):
-                    patches.append((module, attr, value))
-                    setattr(module, attr, _rejit(value, swapped[ex.name]))
     jax.clear_caches()
     try:
         yield swapped
