@@ -10,6 +10,8 @@ log p(tokens[b, t] | tokens[b, :t]). Position 0 has no context and gets 0.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +19,18 @@ from jaxtyping import Array, Bool, Float, Int
 
 NEG_INF = -1e9  # a large finite negative: masked logits, without inf - inf = nan
 SEED_RANGE = 2**31 - 1  # NumPy seeds are drawn from [0, SEED_RANGE)
+
+
+def shift_to_next_token(read_out: Callable, *per_position: Array) -> Array:
+    """The one shift: `read_out` applied to positions 0..T-2, each result moved to the token it predicts.
+
+    A causal model at position t - 1 has read tokens[:t] and nothing more, so what it computes there
+    (logits, a hidden state) belongs to the choice of tokens[t]. read_out maps [B, T-1, ...] arrays to a
+    [B, T-1, ...] result; the result comes back as [B, T, ...], index 0 (no context) 0. Every per-token
+    read-out (log-probs, exact KL, entropy, values) goes through here.
+    """
+    out = read_out(*(x[:, :-1] for x in per_position))  # [B, T-1, ...]
+    return jnp.pad(out, [(0, 0), (1, 0)] + [(0, 0)] * (out.ndim - 2))  # [B, T, ...]
 
 
 def token_logprobs(
@@ -27,9 +41,11 @@ def token_logprobs(
     The logits at position t predict the token at t + 1, hence the shift by one.
     `temperature` divides the logits, as when sampling (PPO needs the same value in both places).
     """
-    logp = jax.nn.log_softmax(logits[:, :-1] / temperature, axis=-1)  # [B, T-1, V]
-    picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]  # [B, T-1]
-    return jnp.pad(picked, ((0, 0), (1, 0)))  # [B, T]
+    def pick(logits_before: Float[Array, "batch seq-1 vocab"]) -> Float[Array, "batch seq-1"]:
+        logp = jax.nn.log_softmax(logits_before / temperature, axis=-1)
+        return jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]  # the token each one predicts
+
+    return shift_to_next_token(pick, logits)  # [B, T]
 
 
 def masked_sum(x: Float[Array, "..."], mask: Bool[Array, "..."], axis=None) -> Float[Array, "..."]:
@@ -63,10 +79,12 @@ def exact_kl(
     KL_t = sum_v p(v) (log p(v) - log q(v)) for the distribution that produced token t,
     i.e. computed from the logits at t - 1 (position 0 gets 0), like `token_logprobs`.
     """
-    logp = jax.nn.log_softmax(logits_p[:, :-1] / temperature, axis=-1)
-    logq = jax.nn.log_softmax(logits_q[:, :-1] / temperature, axis=-1)
-    kl = jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)  # [B, T-1]
-    return jnp.pad(kl, ((0, 0), (1, 0)))
+    def kl(p: Float[Array, "batch seq-1 vocab"], q: Float[Array, "batch seq-1 vocab"]) -> Float[Array, "batch seq-1"]:
+        logp = jax.nn.log_softmax(p / temperature, axis=-1)
+        logq = jax.nn.log_softmax(q / temperature, axis=-1)
+        return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
+
+    return shift_to_next_token(kl, logits_p, logits_q)  # [B, T]
 
 
 def numpy_rng(key: jax.Array) -> np.random.Generator:

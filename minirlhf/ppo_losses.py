@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from minirlhf.ops import masked_mean
+from minirlhf.ops import masked_mean, shift_to_next_token
 
 # ---------------------------------------------------------------- KL penalty
 
@@ -162,8 +162,11 @@ def value_loss(
 
 def token_entropy(logits: Float[Array, "batch seq vocab"], temperature: float = 1.0) -> Float[Array, "batch seq"]:
     """H_t = -sum_v p(v) log p(v) of the distribution that chose token t (same shift as `ops.token_logprobs`)."""
-    logp = jax.nn.log_softmax(logits[:, :-1] / temperature, axis=-1)  # [B, T-1, V]
-    return jnp.pad(-jnp.sum(jnp.exp(logp) * logp, axis=-1), ((0, 0), (1, 0)))  # [B, T]
+    def entropy(logits_before: Float[Array, "batch seq-1 vocab"]) -> Float[Array, "batch seq-1"]:
+        logp = jax.nn.log_softmax(logits_before / temperature, axis=-1)
+        return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+    return shift_to_next_token(entropy, logits)  # [B, T]
 
 
 # ---------------------------------------------------------------- KL coefficient controllers

@@ -255,8 +255,8 @@ PPO_SCRIPT = textwrap.dedent("""
     valid = jnp.ones(tokens.shape, bool)
     try:
         with use_learner_code("gae", impl="exercises"):
-            ppo.make_rollout(params, params, ppo.init_value_params(params, cfg), None, tokens, valid,
-                             jnp.float32(0.1), say_yes, cfg, ppo_cfg)
+            ppo.make_rollout({"policy": params, "value": ppo.init_value_params(params, cfg)}, params, None, tokens,
+                             valid, say_yes, cfg, ppo_cfg)
         out["stub"] = "ran"
     except NotImplementedError as e:
         out["stub"] = str(e)

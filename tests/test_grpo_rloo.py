@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minirlhf import grpo_rloo, transformer
+from minirlhf import grpo_rloo, policy_gradient, transformer
 from minirlhf.data import PROMPT_WIDTH, response_mask
 from minirlhf.ops import masked_mean
 from minirlhf.ppo_losses import kl_estimate
@@ -136,7 +136,7 @@ def test_update_count_sizes_the_learning_rate_decay():
 
 def test_minibatches_hold_whole_groups():
     cfg = grpo_rloo.GroupConfig(batch_size=24, group_size=3, minibatches=2)
-    rows = np.asarray(grpo_rloo.minibatch_rows(jax.random.PRNGKey(0), cfg))
+    rows = np.asarray(policy_gradient.minibatch_rows(jax.random.PRNGKey(0), cfg))
     assert rows.shape == (2, 12) and sorted(rows.reshape(-1).tolist()) == list(range(24))
     assert all(len(set(rows[m] // 3)) == 4 for m in range(2)), "each minibatch should hold 4 complete groups of 3"
 
@@ -160,10 +160,10 @@ def policy():
 def test_tiny_run_increases_a_trivial_reward(policy, algorithm):
     cfg = grpo_rloo.GroupConfig(algorithm=algorithm, group_size=4, iterations=30, batch_size=32, ppo_epochs=2,
                                 minibatches=2, lr=3e-3, beta=0.01, response_width=R)
-    before = grpo_rloo.make_group_batch._cache_size(), grpo_rloo.group_update._cache_size()
+    before = grpo_rloo.make_group_batch._cache_size(), policy_gradient.update._cache_size()
     _, history = grpo_rloo.train_group(jax.random.PRNGKey(1), policy, policy, fraction_of_target, None,
                                        partial(sample_prompts, make_world()), TINY, cfg)
-    after = grpo_rloo.make_group_batch._cache_size(), grpo_rloo.group_update._cache_size()
+    after = grpo_rloo.make_group_batch._cache_size(), policy_gradient.update._cache_size()
     scores = history["objective/scores"]
     start, end = scores[:3].mean(), scores[-3:].mean()
     assert end > start + 0.3, (f"{algorithm} should teach the tiny model to say 'yes': the share went from "

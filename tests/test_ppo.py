@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minirlhf import ppo, ppo_losses, transformer
+from minirlhf import policy_gradient, ppo, ppo_losses, transformer
 from minirlhf.data import PROMPT_WIDTH, encode_prompts, response_mask
 from minirlhf.ops import masked_mean, masked_whiten
 from minirlhf.sampling import SampleConfig, generate
@@ -226,8 +226,9 @@ def tiny_rollout(seed):
         tokens[b, PROMPT_WIDTH + length - 1] = EOS_ID
         valid[b, PROMPT_WIDTH + length:] = False
     tokens[~valid] = PAD_ID
-    numbers = rng.normal(size=(4, B, T)).astype(np.float32)  # old logprobs, values, advantages, returns
-    return ppo.Rollout(jnp.asarray(tokens, jnp.int32), jnp.asarray(valid), jnp.asarray(response_mask(valid)), *numbers)
+    logprobs, ref_logprobs, rewards, values, advantages, returns = rng.normal(size=(6, B, T)).astype(np.float32)
+    return ppo.Rollout(jnp.asarray(tokens, jnp.int32), jnp.asarray(valid), jnp.asarray(response_mask(valid)),
+                       logprobs, ref_logprobs, rewards, values, advantages, returns)
 
 
 def test_padding_changes_no_loss(policy):
@@ -282,11 +283,11 @@ def fraction_of_target(reward_params, tokens, valid):
 def tiny_run(policy):
     world = make_world()
     cfg = ppo.PPOConfig(iterations=30, batch_size=32, ppo_epochs=2, minibatches=2, lr=3e-3, beta=0.01, response_width=R)
-    compiled_before = ppo.make_rollout._cache_size(), ppo.ppo_update._cache_size()
+    compiled_before = ppo.make_rollout._cache_size(), policy_gradient.update._cache_size()
     gold_fn = lambda prompts, tokens: np.full(len(prompts), -0.5)  # a stand-in ideal human
     trained, history = ppo.train_ppo(jax.random.PRNGKey(1), policy, policy, fraction_of_target, None,
                                      partial(sample_prompts, world), TINY, cfg, gold_fn=gold_fn)
-    compiled_after = ppo.make_rollout._cache_size(), ppo.ppo_update._cache_size()
+    compiled_after = ppo.make_rollout._cache_size(), policy_gradient.update._cache_size()
     return dict(world=world, policy=policy, trained=trained, history=history, cfg=cfg,
                 compiles=(compiled_after[0] - compiled_before[0], compiled_after[1] - compiled_before[1]))
 
@@ -307,7 +308,7 @@ def test_tiny_ppo_run_increases_the_reward(tiny_run):
 
 def test_tiny_ppo_run_compiles_each_step_once(tiny_run):
     assert tiny_run["compiles"] == (1, 1), (
-        f"make_rollout / ppo_update compiled {tiny_run['compiles']} times in one run; a recompile per iteration "
+        f"make_rollout / policy_gradient.update compiled {tiny_run['compiles']} times in one run; a recompile per iteration "
         f"means a shape, dtype or static argument changes between iterations"
     )
 
@@ -318,15 +319,19 @@ def test_rollout_advantages_are_whitened_and_masked(tiny_run):
     gen = generate(tiny_run["policy"], jnp.asarray(tokens), jnp.asarray(valid), jax.random.PRNGKey(3), TINY,
                    SampleConfig(max_new_tokens=R), EOS_ID, PAD_ID)
     value_params = ppo.init_value_params(tiny_run["policy"], TINY)
-    rollout, metrics = ppo.make_rollout(tiny_run["policy"], tiny_run["policy"], value_params, None, gen.tokens,
-                                        gen.valid, jnp.float32(cfg.beta), fraction_of_target, TINY, cfg)
+    params = {"policy": tiny_run["policy"], "value": value_params}
+    rollout, metrics = ppo.make_rollout(params, tiny_run["policy"], None, gen.tokens, gen.valid, fraction_of_target,
+                                        TINY, cfg)
     mask = np.asarray(rollout.mask)
     adv = np.asarray(rollout.advantages)
     assert abs(adv[mask].mean()) < 1e-4 and abs(adv[mask].std() - 1) < 1e-3, \
         "advantages should be whitened over real tokens"
-    for name in ("advantages", "returns", "values"):
+    for name in ("advantages", "returns", "values", "rewards"):
         assert np.all(np.asarray(getattr(rollout, name))[~mask] == 0), f"{name} must be 0 off the response mask"
     assert np.isclose(metrics["objective/kl"], 0.0, atol=1e-5), "policy == reference: the KL must be 0"
+    scores = fraction_of_target(None, gen.tokens, gen.valid)
+    np.testing.assert_allclose(np.asarray(rollout.rewards).sum(axis=1), scores, atol=1e-5,
+                               err_msg="with no KL, a response's shaped rewards must add up to its score")
 
 
 def test_a_nan_metric_stops_training(tiny_run):

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minirlhf import gold, grpo_rloo, ppo_losses, preferences, reward_model, transformer, world
+from minirlhf import gold, grpo_rloo, policy_gradient, ppo_losses, preferences, reward_model, transformer, world
 from minirlhf.data import decode_responses, encode_pairs
 from minirlhf.dpo import preference_loss
 from minirlhf.ops import masked_whiten
@@ -376,19 +376,19 @@ def test_rloo_folds_the_kl_into_the_reward(monkeypatch):
       RLOO A (G = 2)     R_i - R_other = (0.9, -0.9, -0.5, 0.5)     (without the KL it would be (1, -1, 0, 0))
       GRPO A             from scores alone: (+-0.5) / (0.5 + 1e-4) = +-0.9998000, then (0, 0)
     """
-    monkeypatch.setattr(grpo_rloo, "forward", lambda params, tokens, valid, cfg: transformer.Forward(params, None))
-    monkeypatch.setattr(grpo_rloo, "token_logprobs", lambda logits, tokens, temperature=1.0: logits)
+    monkeypatch.setattr(policy_gradient, "forward", lambda params, tokens, valid, cfg: transformer.Forward(params, None))
+    monkeypatch.setattr(policy_gradient, "token_logprobs", lambda logits, tokens, temperature=1.0: logits)
     valid = jnp.array([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1]], bool)  # column 0 is the prompt
     ref = jnp.full((4, 4), -1.0)
     policy = ref + jnp.array([[J, 0.2, 0.4, J], [J, 0.1, -0.1, 0.4], [J, 1.0, J, J], [J, 0.0, 0.0, 0.0]])
     scores = jnp.array([1.0, 0.0, 0.5, 0.5])
     reward_fn = lambda reward_params, tokens, valid: reward_params
     # Compile the plain function afresh, so the stand-in model is what gets traced (not a cached real one).
-    make = jax.jit(grpo_rloo.make_group_batch.__wrapped__, static_argnames=("reward_fn", "model_cfg", "cfg"))
+    make = jax.jit(grpo_rloo.make_group_batch.__wrapped__, static_argnames=("reward_fn", "model_cfg"))
     for algorithm, want in (("rloo", [0.9, -0.9, -0.5, 0.5]), ("grpo", [0.9998000, -0.9998000, 0.0, 0.0])):
         cfg = grpo_rloo.GroupConfig(algorithm=algorithm, group_size=2, batch_size=4, minibatches=1, beta=0.5,
                                     response_width=3)
-        batch, metrics = make(policy, ref, scores, jnp.zeros((4, 4), int), valid, reward_fn=reward_fn, model_cfg=None, cfg=cfg)
+        batch, metrics = make({"policy": policy}, ref, scores, jnp.zeros((4, 4), int), valid, reward_fn=reward_fn, model_cfg=None, cfg=cfg)
         close(batch.advantages, want, f"{algorithm} advantages: RLOO's reward is score - beta * summed k1 KL, "
                                       f"GRPO's is the score alone (its KL is in the loss)", atol=1e-4)
         assert float(metrics["objective/kl"]) == pytest.approx(0.5, abs=1e-5), "objective/kl = mean(0.6, 0.4, 1, 0)"

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minirlhf import ppo, transformer
+from minirlhf import policy_gradient, ppo, transformer
 from minirlhf.data import PROMPT_WIDTH, encode_pairs, encode_prompts, response_mask
 from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.ops import masked_mean
@@ -109,17 +109,17 @@ def test_adaptive_controller_moves_beta_by_its_formula_on_the_logged_kl(policy, 
 
 def test_a_beta_sweep_compiles_nothing_new(policy, world, base_run):
     """beta is a traced argument, so a second run at another beta finds every step compiled."""
-    cache = ppo.make_rollout._cache_size(), ppo.ppo_update._cache_size(), generate._cache_size()
+    cache = ppo.make_rollout._cache_size(), policy_gradient.update._cache_size(), generate._cache_size()
     with backend_compiles() as compiled:
         _, history = run(policy, world, replace(BASE, beta=0.05))
     assert history["beta"][0] == 0.05
-    steps = {"make_rollout", "ppo_update", "generate"}
+    steps = {"make_rollout", "update", "generate"}
     assert not steps & set(compiled), (
         f"a run that differs only in beta compiled {sorted(steps & set(compiled))} again: is beta (or the config "
         f"that holds it) a static argument of a jitted step?"
     )
-    after = ppo.make_rollout._cache_size(), ppo.ppo_update._cache_size(), generate._cache_size()
-    assert after == cache, f"jit caches of make_rollout, ppo_update, generate grew from {cache} to {after}"
+    after = ppo.make_rollout._cache_size(), policy_gradient.update._cache_size(), generate._cache_size()
+    assert after == cache, f"jit caches of make_rollout, policy_gradient.update, generate grew from {cache} to {after}"
 
     def probe(x):
         return x * 3 + 1
@@ -153,9 +153,9 @@ def test_whiten_false_leaves_the_raw_gae_advantages(policy, world):
     raw = np.where(mask, BASE.lam ** (last[:, None] - np.arange(tokens.shape[1])) * scores[:, None], 0.0)
     values = ppo.init_value_params(policy, TINY)
     for whiten in (False, True):
-        cfg = replace(BASE, beta=0.0, whiten_advantages=whiten)  # train_ppo's step config, so the compile is shared
-        rollout, _ = ppo.make_rollout(policy, policy, values, None, jnp.asarray(tokens),
-                                      jnp.asarray(valid), jnp.float32(0.0), fraction_of_target, TINY, cfg)
+        cfg = replace(BASE, beta=0.0, whiten_advantages=whiten)
+        rollout, _ = ppo.make_rollout({"policy": policy, "value": values}, policy, None, jnp.asarray(tokens),
+                                      jnp.asarray(valid), fraction_of_target, TINY, cfg)
         want = np.where(mask, (raw - raw[mask].mean()) / raw[mask].std(), 0.0) if whiten else raw
         np.testing.assert_allclose(rollout.advantages, want, atol=1e-4, err_msg=(
             f"whiten_advantages={whiten}: the advantages should be the GAE advantages "
@@ -204,10 +204,10 @@ def drifted(base_run, policy, world):
 def rollout_of(drifted, estimator, temperature):
     key = (estimator, temperature)
     if key not in drifted["rollouts"]:
-        cfg = replace(BASE, kl_estimator=estimator, temperature=temperature, whiten_advantages=False)
+        cfg = replace(BASE, beta=0.3, kl_estimator=estimator, temperature=temperature, whiten_advantages=False)
         drifted["rollouts"][key] = ppo.make_rollout(
-            drifted["trained"], drifted["ref"], drifted["values"], None, jnp.asarray(drifted["tokens"]),
-            jnp.asarray(drifted["valid"]), jnp.float32(0.3), fraction_of_target, TINY, cfg), cfg
+            {"policy": drifted["trained"], "value": drifted["values"]}, drifted["ref"], None,
+            jnp.asarray(drifted["tokens"]), jnp.asarray(drifted["valid"]), fraction_of_target, TINY, cfg), cfg
     return drifted["rollouts"][key]
 
 
@@ -269,7 +269,7 @@ def test_update_scores_tokens_at_the_rollouts_temperature(drifted):
 def test_ppo_learning_rate_decays_linearly_to_zero():
     """With a constant gradient Adam's step is exactly the learning rate, so each update reads the schedule."""
     cfg = replace(BASE, iterations=3, ppo_epochs=2, minibatches=2)  # 12 updates
-    optimizer = ppo.ppo_optimizer(cfg)
+    optimizer = policy_gradient.optimizer(cfg)
     params = {"w": jnp.zeros(1)}
     state = optimizer.init(params)
     grads = {"w": jnp.ones(1)}  # norm 1: the gradient clip leaves it alone
