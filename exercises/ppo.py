@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from minirlhf.ops import masked_mean
+from minirlhf.ops import masked_mean, shift_to_next_token
 from minirlhf.ppo_losses import AdaptiveKLConfig, KLState, KL_ESTIMATORS
 
 

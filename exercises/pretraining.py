@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf import transformer
-from minirlhf.ops import NEG_INF, masked_sum
+from minirlhf.ops import NEG_INF, masked_sum, shift_to_next_token
 from minirlhf.sampling import SampleConfig
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
-from minirlhf.ops import masked_mean
+from minirlhf.ops import masked_mean, shift_to_next_token
 from minirlhf.ppo_losses import AdaptiveKLConfig, KLState, KL_ESTIMATORS
 
 
@@ -202,8 +202,10 @@ def exact_kl(
     Check it: `from minirlhf.grade import check; check("exact_kl")`.
     """
     ### BEGIN SOLUTION
-    logp = jax.nn.log_softmax(logits_p[:, :-1] / temperature, axis=-1)
-    logq = jax.nn.log_softmax(logits_q[:, :-1] / temperature, axis=-1)
-    kl = jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)  # [B, T-1]
-    return jnp.pad(kl, ((0, 0), (1, 0)))
+    def kl(p: Float[Array, "batch seq-1 vocab"], q: Float[Array, "batch seq-1 vocab"]) -> Float[Array, "batch seq-1"]:
+        logp = jax.nn.log_softmax(p / temperature, axis=-1)
+        logq = jax.nn.log_softmax(q / temperature, axis=-1)
+        return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
+
+    return shift_to_next_token(kl, logits_p, logits_q)  # [B, T]
     ### END SOLUTION

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf import transformer
-from minirlhf.ops import NEG_INF, masked_sum
+from minirlhf.ops import NEG_INF, masked_sum, shift_to_next_token
 from minirlhf.sampling import SampleConfig
 
 
@@ -30,9 +30,11 @@ def token_logprobs(
     Check it: `from minirlhf.grade import check; check("token_logprobs")`.
     """
     ### BEGIN SOLUTION
-    logp = jax.nn.log_softmax(logits[:, :-1] / temperature, axis=-1)  # [B, T-1, V]
-    picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]  # [B, T-1]
-    return jnp.pad(picked, ((0, 0), (1, 0)))  # [B, T]
+    def pick(logits_before: Float[Array, "batch seq-1 vocab"]) -> Float[Array, "batch seq-1"]:
+        logp = jax.nn.log_softmax(logits_before / temperature, axis=-1)
+        return jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]  # the token each one predicts
+
+    return shift_to_next_token(pick, logits)  # [B, T]
     ### END SOLUTION
 
 
