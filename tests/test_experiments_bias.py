@@ -7,6 +7,7 @@ import pytest
 
 from minirlhf import gold, preferences
 from minirlhf.data import encode_pairs
+from minirlhf.experiments import answer_probes as probes
 from minirlhf.experiments import labeler_bias as lb
 from minirlhf.world import RAMBLES, WorldConfig, demonstrate, make_world, math_prompt, sample_prompts
 
@@ -24,30 +25,30 @@ def test_confidence_edit_keeps_the_answer_and_round_trips():
     for p, words in demonstrations(300):
         before = gold.parse_response(words, True, WORLD.secret)
         for confidence in (None, "definitely", "maybe"):
-            edited = lb.with_confidence(words, confidence)
+            edited = probes.with_confidence(words, confidence)
             after = gold.parse_response(edited, True, WORLD.secret)
             assert (after.answer, after.refusal, after.extra_tokens) == (before.answer, before.refusal, before.extra_tokens), \
                 f"inserting {confidence!r} changed the answer: {words} -> {edited}"
-            assert lb.confidence_of(edited) == confidence
-            assert lb.with_confidence(edited, lb.confidence_of(words)) == words, "the edit does not undo: words were lost"
+            assert probes.confidence_of(edited) == confidence
+            assert probes.with_confidence(edited, probes.confidence_of(words)) == words, "the edit does not undo: words were lost"
 
 
 def test_ramble_edit_keeps_the_answer_and_round_trips():
     for p, words in demonstrations(300, seed=1):
         before = gold.parse_response(words, True, WORLD.secret)
         extra = " ".join(words[len(words) - before.extra_tokens:]) or None
-        edited = lb.with_ramble(words, RAMBLES[0])
+        edited = probes.with_ramble(words, RAMBLES[0])
         after = gold.parse_response(edited, True, WORLD.secret)
         assert (after.answer, after.confidence, after.refusal) == (before.answer, before.confidence, before.refusal)
         assert after.extra_tokens == len(RAMBLES[0].split())
-        assert lb.with_ramble(edited, extra, WORLD.secret) == words
+        assert probes.with_ramble(edited, extra, WORLD.secret) == words
 
 
 def test_edits_reject_what_they_cannot_keep():
     with pytest.raises(ValueError, match="confidence"):
-        lb.with_confidence("it is 7 .".split(), "surely")
+        probes.with_confidence("it is 7 .".split(), "surely")
     with pytest.raises(ValueError, match="not an answer"):
-        lb.with_ramble("hello . and ok .".split(), None)
+        probes.with_ramble("hello . and ok .".split(), None)
 
 
 def test_perceived_shift_is_gold_shift_plus_the_bias():
@@ -55,11 +56,11 @@ def test_perceived_shift_is_gold_shift_plus_the_bias():
     prompts = [math_prompt(3, "plus", 4), math_prompt(5, "minus", 1)]
     bare = ["it is 7 .".split(), "it is 9 .".split()]
     right = np.array([True, False])
-    gold_shift = lb.edit_shifts(partial(lb.gold_of, WORLD), prompts, bare, right)
+    gold_shift = probes.edit_shifts(partial(probes.gold_of, WORLD), prompts, bare, right)
     assert gold_shift["definitely_right"] == pytest.approx(0.2) and gold_shift["definitely_wrong"] == pytest.approx(-0.4)
     for name, edit, bias in [("confident", "definitely", cfg.confidence_bias), ("long", "ramble", None)]:
         rater = lb.labeler(cfg, name)
-        shift = lb.edit_shifts(partial(lb.perceived_of, WORLD, rater), prompts, bare, right)
+        shift = probes.edit_shifts(partial(probes.perceived_of, WORLD, rater), prompts, bare, right)
         for which in ("right", "wrong"):
             expected = bias if bias is not None else cfg.length_bias * len(RAMBLES[0].split())
             if name == "long" and which == "wrong":
@@ -97,11 +98,11 @@ def test_label_preferences_and_policy_stats_on_known_responses():
     chosen = encode_pairs(prompts, ["definitely it is 7 .".split(), "it is 7 . and ok .".split(), "it is 7 .".split()])
     rejected = encode_pairs(prompts, ["it is 7 .".split(), "it is 7 .".split(), "definitely it is 2 .".split()])
     pairs = {"chosen_tokens": chosen["tokens"], "rejected_tokens": rejected["tokens"]}
-    prefs = lb.label_preferences(pairs)
+    prefs = lb.label_preferences(WORLD, pairs)
     assert prefs["picks_definitely"] == pytest.approx(0.5) and prefs["picks_longer"] == pytest.approx(2 / 3)
     stats = lb.policy_stats(WORLD, prompts, rejected["tokens"])
     assert stats["says_definitely"] == pytest.approx(1 / 3) and stats["definitely_when_wrong"] == 1.0
-    assert stats["math_accuracy"] == pytest.approx(2 / 3) and stats["length"] == pytest.approx(13 / 3)
+    assert stats["math_accuracy"] == pytest.approx(2 / 3)
 
 
 def test_config_is_validated():
@@ -135,7 +136,8 @@ def test_tiny_run_has_the_documented_structure(tmp_path):
     cfg = lb.Config(labelers=("unbiased", "confident"), ppo_iterations=1, n_probe=32, n_eval=32, n_shown=3)
     result = lb.run(cfg, seeds=(0,), cache=None, bases={0: tiny_base(0)})
     json.dumps(result)  # JSON-able
-    seed = result["per_seed"]["0"]
+    assert set(result) == {"experiment", "config", "seeds", "aggregate"}, "the one result schema"
+    seed = result["seeds"]["0"]
     assert set(seed["labelers"]) == {"unbiased", "confident"}
     for entry in seed["labelers"].values():
         assert {"labels", "labeler_shift", "rm_shift", "rm", "policy", "history"} <= set(entry)
@@ -145,7 +147,7 @@ def test_tiny_run_has_the_documented_structure(tmp_path):
     for which in ("right", "wrong"):
         shift = seed["labelers"]["confident"]["labeler_shift"][f"definitely_{which}"] - seed["gold_shift"][f"definitely_{which}"]
         assert shift == pytest.approx(cfg.confidence_bias)
-    agg = result["aggregate"]["labelers/confident/policy/says_definitely"]
+    agg = result["aggregate"]["labelers"]["confident"]["policy"]["says_definitely"]
     assert set(agg) == {"mean", "std", "min", "max", "values"} and len(agg["values"]) == 1
     assert len(seed["samples"]) == 3 and set(seed["samples"][0]["responses"]) == {"SFT", "unbiased", "confident"}
     fig = lb.plot(result)
@@ -156,10 +158,10 @@ def test_tiny_run_has_the_documented_structure(tmp_path):
 
 
 def test_merge_pools_seeds_run_separately():
-    one = lambda seed, x: {"config": {"a": 1}, "seeds": [seed], "per_seed": {str(seed): {"sft": {"gold_reward": x}}}}
+    one = lambda seed, x: {"config": {"a": 1}, "seeds": {str(seed): {"sft": {"gold": x}}}}
     merged = lb.merge([one(2, 0.5), one(0, -0.5)])
-    assert merged["seeds"] == [0, 2]
-    agg = merged["aggregate"]["sft/gold_reward"]
+    assert list(merged["seeds"]) == ["0", "2"]
+    agg = merged["aggregate"]["sft"]["gold"]
     assert agg["mean"] == 0.0 and agg["values"] == [-0.5, 0.5]
     assert agg["std"] == pytest.approx(0.5 ** 0.5)  # the sample std (ddof = 1) of -0.5 and 0.5
     with pytest.raises(ValueError, match="same Config"):

@@ -161,9 +161,9 @@ def test_tiny_frontier_result_structure(tiny_base, tmp_path):
     cfg = frontier.Config(ppo_betas=(0.1,), ppo_iterations=3, dpo_betas=(), bon_ns=(1, 2), bon_draws=8, n_eval=8)
     result = frontier.run(cfg, seeds=(0,), cache=None, bases={0: tiny_base})
     json.dumps(result)
-    assert set(result["aggregate"]) == {"sft", "ppo", "dpo", "best_of_n"}
+    assert set(result["aggregate"]) == {"sft", "ppo", "dpo", "best_of_n", "pareto"}
     assert set(result["aggregate"]["best_of_n"]) == {"1", "2"}
-    assert result["pareto"], "the front holds at least one point"
+    assert result["aggregate"]["pareto"], "the front holds at least one point"
     assert "Pareto front" in frontier.summary(result)
     assert_plot_saves(frontier.plot(result), tmp_path)
 
@@ -184,12 +184,12 @@ def test_tiny_small_vs_big_measures_all_three_on_the_same_prompts(tiny_base, tmp
     rows must read the same numbers (same params, prompts and key), and the margin is small PPO - big SFT."""
     cfg = svb.Config(big=TINY, pipeline=tiny_base.cfg, ppo_iterations=2, n_eval=8)
     seed = svb.run_seed(0, cfg, cache=None, small_base=tiny_base, big_sft=tiny_base.sft)
-    for k in ("gold_reward", "answer_rate", "params", "components"):
+    for k in ("gold", "kl", "answer_rate", "params", "components"):
         assert seed["small_sft"][k] == seed["big_sft"][k], f"the same model on the same prompts changed its {k}"
-    result = svb.result(cfg, {"0": seed})
+    result = svb.collect(cfg, {"0": seed})
     json.dumps(result)
     margin = result["aggregate"]["small_ppo_minus_big_sft"]
-    assert margin["mean"] == seed["small_ppo"]["gold_reward"] - seed["big_sft"]["gold_reward"]
+    assert margin["mean"] == seed["small_ppo"]["gold"] - seed["big_sft"]["gold"]
     assert margin["wins"] == int(margin["mean"] > 0)
     assert "Small + RLHF vs big SFT" in svb.summary(result)
     assert_plot_saves(svb.plot(result), tmp_path)

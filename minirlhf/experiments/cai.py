@@ -24,21 +24,22 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
 from minirlhf import cai, ppo, reward_model
-from minirlhf.data import decode_responses
-from minirlhf.evaluation import evaluate, gold_scores, sample
-from minirlhf.experiments import seed_spread
-from minirlhf.experiments.base import BaseModels, base_models
+from minirlhf.evaluation import gold_scores, sample
+from minirlhf.experiments.base import BaseModels
+from minirlhf.experiments.label_agreement import (agreement_by_kind, agreement_by_secret_type, judge_agreement,
+                                                  rm_accuracy_by_kind, secret_pair_type)  # noqa: F401 (tests)
+from minirlhf.experiments.toolkit import (bars, behaviour, eval_prompts, fmt, measure, response_text, result,
+                                          seed_bases, share, spread_tree, table, train_ppo)
 from minirlhf.ops import numpy_rng
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.preferences import make_pairs
-from minirlhf.world import PROMPT_KINDS, RULES, World, parse_response, sample_prompts
+from minirlhf.world import PROMPT_KINDS, RULES, World, sample_prompts
 
 JUDGES = ("pretrained", "sft")  # the models that can give feedback
 HELDOUT_STREAM = 8  # folded into the RM key for this experiment's own held-out pairs (the pipeline uses 0..4)
@@ -93,85 +94,11 @@ class Config:
 # ---------------------------------------------------------------- measurements
 
 
-def select(pairs: dict, rows: np.ndarray) -> dict:
-    return {k: np.asarray(v)[rows] for k, v in pairs.items()}
-
-
-def agreement_by_kind(pairs: dict, prob_chosen: np.ndarray | None = None) -> dict[str, float]:
-    """cai.agreement_with_gold on each prompt kind's pairs (prob_chosen None: the pairs' own labels)."""
-    out = {}
-    for i, kind in enumerate(PROMPT_KINDS):
-        rows = np.asarray(pairs["kind"]) == i
-        out[kind] = cai.agreement_with_gold(select(pairs, rows), None if prob_chosen is None else prob_chosen[rows])
-    return out
-
-
-def judge_agreement(params: dict, cfg: Config, base: BaseModels) -> tuple[dict, np.ndarray]:
-    """Agreement with gold per kind for each principle alone and for cfg.rules ensembled; also the verdicts."""
-    rules = tuple(RULES)
-    verdicts = cai.pair_verdicts(params, base.cfg.model, base.pairs, rules)  # [4, K, N]
-    result = {rule: agreement_by_kind(base.pairs, np.asarray(cai.ai_preference(*verdicts[:, [k]])))
-              for k, rule in enumerate(rules)}
-    ensemble = verdicts[:, [rules.index(r) for r in cfg.rules]]
-    result["ensemble"] = agreement_by_kind(base.pairs, np.asarray(cai.ai_preference(*ensemble)))
-    return result, ensemble
-
-
-def secret_pair_type(world: World, pairs: dict) -> np.ndarray:
-    """What separates each pair's two replies, on secret prompts: "leak" (one leaks the code, the other does not),
-    "refusal" (neither leaks, one refuses), "" for anything else and for every non-secret pair. [N] strings."""
-    def leaks_and_refusals(tokens):
-        parsed = [parse_response(w, ended, world.secret) for w, ended in decode_responses(tokens)]
-        return np.array([p.leaked for p in parsed]), np.array([p.formatted and p.refusal for p in parsed])
-
-    leak_c, refuse_c = leaks_and_refusals(pairs["chosen_tokens"])
-    leak_r, refuse_r = leaks_and_refusals(pairs["rejected_tokens"])
-    secret = np.asarray(pairs["kind"]) == PROMPT_KINDS.index("secret")
-    leak = secret & (leak_c != leak_r)
-    refusal = secret & ~leak_c & ~leak_r & (refuse_c != refuse_r)
-    return np.where(leak, "leak", np.where(refusal, "refusal", ""))
-
-
-def agreement_by_secret_type(world: World, pairs: dict, probs: dict[str, np.ndarray | None]) -> dict:
-    """Agreement with gold on the secret pairs that differ by a leak, and on those that differ by a refusal."""
-    types = secret_pair_type(world, pairs)
-    out = {}
-    for t in ("leak", "refusal"):
-        rows = types == t
-        out[t] = {"n": int(rows.sum()), **{who: cai.agreement_with_gold(select(pairs, rows), None if p is None else p[rows])
-                                          for who, p in probs.items()}}
-    return out
-
-
-def behaviour(world: World, prompts, tokens: np.ndarray) -> dict[str, float]:
-    """Harmlessness and helpfulness of sampled responses, read from the decoded text.
-
-    leak_rate / refusal_rate: share of secret prompts whose response contains the code / is the refusal.
-    correct_rate: share of math and color prompts answered in the assistant format with the right value.
-    """
-    parsed = [parse_response(w, ended, world.secret) for w, ended in decode_responses(tokens)]
-    gold = gold_scores(world, prompts, tokens)
+def policy_figures(params: dict, base: BaseModels, prompts) -> tuple[dict, np.ndarray]:
+    """`toolkit.measure` of a policy, and its gold on secret prompts (harmlessness) and on the others (helpfulness)."""
+    stats, ev = measure(params, base, prompts)
     secret = np.array([p.kind == "secret" for p in prompts])
-    right = np.array([r.formatted and r.answer == p.answer for p, r in zip(prompts, parsed)])
-    leaked = np.array([r.leaked for r in parsed])
-    refused = np.array([r.formatted and r.refusal for r in parsed])
-    mean = lambda x: float(x.mean()) if x.size else float("nan")  # nan when no prompt of that kind was drawn
-    return {
-        "leak_rate": mean(leaked[secret]),
-        "refusal_rate": mean(refused[secret]),
-        "correct_rate": mean(right[~secret]),
-        "gold_secret": mean(gold[secret]),
-        "gold_helpful": mean(gold[~secret]),
-        "gold_reward": mean(gold),
-    }
-
-
-def rm_accuracy_by_kind(rm_params: dict, pairs: dict, cfg: PipelineConfig) -> dict[str, float]:
-    """The RM's accuracy against the gold ordering on each kind's held-out pairs."""
-    out = {}
-    for i, kind in enumerate(PROMPT_KINDS):
-        out[kind] = reward_model.accuracy(rm_params, select(pairs, np.asarray(pairs["kind"]) == i), cfg.model)["accuracy_gold"]
-    return out
+    return stats | {"gold_secret": share(ev["gold"][secret]), "gold_helpful": share(ev["gold"][~secret])}, ev["tokens"]
 
 
 # ---------------------------------------------------------------- one seed
@@ -184,18 +111,14 @@ def rlaif_reward_model(base: BaseModels, ai_pairs: dict, heldout: dict) -> dict:
     _, _, key_train, key_norm, _ = jax.random.split(base.keys["rm"], 5)  # as reward_model.run_reward_model
     params, _, _ = reward_model.train_reward_model(key_train, base.sft, ai_pairs, heldout, model, cfg)
     key_prompts, key_sample = jax.random.split(key_norm)
-    prompts = sample_prompts(base.world, numpy_rng(key_prompts),
-                             cfg.n_normalize)
+    prompts = sample_prompts(base.world, numpy_rng(key_prompts), cfg.n_normalize)
     gen = sample(base.sft, model, prompts, key_sample)
     return reward_model.normalize(params, gen.tokens, gen.valid, model)
 
 
 def train_policy(base: BaseModels, rm_params: dict, cfg: Config) -> dict:
     """PPO exactly as the pipeline runs it (SFT start and reference, value model from the RM)."""
-    policy, _ = ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, reward_model.reward_fn(base.cfg.model),
-                              rm_params, partial(sample_prompts, base.world), base.cfg.model, cfg.ppo,
-                              gold_fn=partial(gold_scores, base.world), value_params=rm_params)
-    return policy
+    return train_ppo(base, cfg.ppo, rm=rm_params)[0]
 
 
 def run_seed(cfg: Config, base: BaseModels, human_policy: dict | None = None) -> tuple[dict, dict]:
@@ -214,7 +137,7 @@ def run_seed(cfg: Config, base: BaseModels, human_policy: dict | None = None) ->
 
     agreement, probs = {"human": agreement_by_kind(base.pairs)}, {"human": None}
     for name in JUDGES:
-        agreement[name], ensemble = judge_agreement(getattr(base, name), cfg, base)
+        agreement[name], ensemble = judge_agreement(getattr(base, name), model, base.pairs, cfg.rules)
         probs[name] = np.asarray(cai.ai_preference(*ensemble))  # the ensembled AI label, P(chosen > rejected)
     ai_pairs = cai.relabel(base.pairs, probs[cfg.judge], cfg.ai_kinds)
     secret_types = agreement_by_secret_type(world, base.pairs, probs)
@@ -223,8 +146,8 @@ def run_seed(cfg: Config, base: BaseModels, human_policy: dict | None = None) ->
     heldout = make_pairs(jax.random.fold_in(base.keys["rm"], HELDOUT_STREAM), base.sft, world, model, cfg.n_heldout,
                          base.cfg.rm.labeler)
     rm_rlaif = rlaif_reward_model(base, ai_pairs, heldout)
-    rm_accuracy = {"human": rm_accuracy_by_kind(base.rm, heldout, base.cfg),
-                   "rlaif": rm_accuracy_by_kind(rm_rlaif, heldout, base.cfg)}
+    rm_accuracy = {"human": rm_accuracy_by_kind(base.rm, heldout, model),
+                   "rlaif": rm_accuracy_by_kind(rm_rlaif, heldout, model)}
     lap("rlaif_reward_model")
 
     policies = {"sft": base.sft,
@@ -237,13 +160,10 @@ def run_seed(cfg: Config, base: BaseModels, human_policy: dict | None = None) ->
     revisions = revision_effect(world, sl)
     lap("sl_cai")
 
-    prompts = sample_prompts(world, np.random.default_rng(base.cfg.seed + 1), cfg.n_eval, split="heldout")
+    prompts = eval_prompts(base, cfg.n_eval)
     results, samples = {}, {}
     for name, params in policies.items():
-        ev = evaluate(params, model, world, prompts, base.keys["eval"], ref_params=base.sft)
-        results[name] = {**behaviour(world, prompts, ev["tokens"]), "answer_rate": ev["answer_rate"],
-                         "kl_to_sft": ev["kl_to_sft"]}
-        samples[name] = ev["tokens"]
+        results[name], samples[name] = policy_figures(params, base, prompts)
     lap("evaluation")
     shown = _shown(prompts, cfg.n_shown)
     return {
@@ -255,28 +175,24 @@ def run_seed(cfg: Config, base: BaseModels, human_policy: dict | None = None) ->
         "rm_accuracy_gold": rm_accuracy,
         "revisions": revisions,
         "policies": results,
-        "samples": [{"prompt": " ".join(prompts[i].words[1:]), **{n: decode_response(samples[n][i]) for n in POLICIES}}
+        "samples": [{"prompt": " ".join(prompts[i].words[1:]), **{n: response_text(samples[n][i:i + 1])[0] for n in POLICIES}}
                     for i in shown],
         "seconds": seconds,
     }, {"rm_rlaif": rm_rlaif, "ai_pairs": ai_pairs, **{f"policy_{k}": v for k, v in policies.items()}}
 
 
 def revision_effect(world: World, sl: dict) -> dict[str, float]:
-    """What revising did to SL-CAI's fine-tuning data on the revised prompts: leak, refusal and gold of the
+    """What revising did to SL-CAI's fine-tuning data on the revised prompts: leaks, refusals and gold of the
     first samples against the revisions, and how often the revision is not the first sample."""
     prompts = [p for p, r in zip(sl["prompts"], sl["revised"]) if r]
     rev = sl["revisions"]
-    out = {"n": len(prompts), "changed": float(rev["changed"][sl["revised"]].mean()) if prompts else float("nan")}
+    out = {"n": len(prompts), "changed": share(rev["changed"][sl["revised"]])}
     for which, key in (("first", "first_tokens"), ("revised", "tokens")):
-        b = behaviour(world, prompts, rev[key][sl["revised"]])
-        out.update({f"{which}_leak_rate": b["leak_rate"], f"{which}_refusal_rate": b["refusal_rate"],
-                    f"{which}_gold": b["gold_reward"]})
+        tokens = rev[key][sl["revised"]]
+        b = behaviour(world, prompts, tokens)
+        out.update({f"{which}_leaks": b["leaks"], f"{which}_refuses_secret": b["refuses_secret"],
+                    f"{which}_gold": share(gold_scores(world, prompts, tokens))})
     return out
-
-
-def decode_response(row: np.ndarray) -> str:
-    words, ended = decode_responses(np.asarray(row)[None])[0]
-    return " ".join(words) + (" <eos>" if ended else " ...")
 
 
 def _shown(prompts, n: int) -> list[int]:
@@ -290,22 +206,17 @@ def _shown(prompts, n: int) -> list[int]:
 
 def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache") -> dict:
     """Every seed's measurements and their spread (mean, std, min, max over seeds)."""
-    per_seed = []
-    for seed in seeds:
-        base = base_models(seed, cfg.pipeline, cache)
-        per_seed.append(run_seed(cfg, base)[0])
-    return {"config": {"judge": cfg.judge, "rules": list(cfg.rules), "ai_kinds": list(cfg.ai_kinds),
-                       "ppo_iterations": cfg.ppo_iterations, "n_eval": cfg.n_eval, "sl_cai_k": cfg.sl_cai.k},
-            "seeds": per_seed, "spread": spread([{k: s[k] for k in SPREAD}
-                                                 for s in per_seed])}
+    return collect(cfg, {str(seed): run_seed(cfg, base)[0] for seed, base in seed_bases(cfg, seeds, cache)})
 
 
-def spread(per_seed: list[dict]) -> dict:
-    """Nested dicts of numbers (one per seed) -> the same tree with {"mean", "std", "min", "max"} leaves."""
-    first = per_seed[0]
-    if isinstance(first, dict):
-        return {k: spread([d[k] for d in per_seed]) for k in first}
-    return seed_spread(per_seed)
+def collect(cfg: Config, per_seed: dict[str, dict]) -> dict:
+    """The result of these seeds' `run_seed`s (seed -> data): the seeds and the spread of the SPREAD parts."""
+    return result("cai", cfg, per_seed, aggregate(per_seed))
+
+
+def aggregate(per_seed: dict[str, dict]) -> dict:
+    """The SPREAD parts of every seed -> the same tree with {"mean", "std", "min", "max", "values"} leaves."""
+    return spread_tree([{k: s[k] for k in SPREAD} for s in per_seed.values()])
 
 
 LABELS = {"sft": "SFT", "sl_cai": "SL-CAI", "human": "PPO, human labels", "rlaif": "PPO, RLAIF"}
@@ -313,97 +224,61 @@ COLORS = {"sft": "tab:blue", "sl_cai": "tab:purple", "human": "tab:red", "rlaif"
 
 
 def plot(result: dict) -> plt.Figure:
-    """Left: AI-label agreement with gold by prompt kind. Middle: harmlessness. Right: helpfulness and gold."""
-    seeds = result["seeds"]
+    """AI-label agreement with gold by prompt kind and on secret pairs; the policies' harmlessness and helpfulness."""
+    agg = result["aggregate"]
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
-    judges = [("human", "human labelers"), ("pretrained", "pretrained judge"), ("sft", "SFT judge")]
-    x = np.arange(len(PROMPT_KINDS))
-    for j, (who, label) in enumerate(judges):
-        vals = np.array([[_agree(s, who, k) for k in PROMPT_KINDS] for s in seeds])  # [seeds, kinds]
-        pos = x + (j - 1) * 0.27
-        axes[0].bar(pos, vals.mean(0), 0.27, yerr=_std(vals), capsize=3, label=label, alpha=0.8)
-        for row in vals:
-            axes[0].scatter(pos, row, s=8, color="k", zorder=3)
-    axes[0].set_xticks(x, [f"{k} pairs" for k in PROMPT_KINDS])
+    judges = {"human labelers": agg["agreement"]["human"],
+              **{f"{j} judge": agg["agreement"][j]["ensemble"] for j in JUDGES}}
+    bars(axes[0], [f"{k} pairs" for k in PROMPT_KINDS], {who: [a[k] for k in PROMPT_KINDS] for who, a in judges.items()},
+         "agreement with gold ordering", "who labels pairs like the ideal human?")
     axes[0].set_ylim(0.4, 1.0)
-    axes[0].set_ylabel("agreement with gold ordering")
-    axes[0].set_title("who labels pairs like the ideal human?")
-    axes[0].legend(fontsize=7, loc="lower left")
-    types = ("leak", "refusal")
-    for j, (who, label) in enumerate(judges):
-        vals = np.array([[s["agreement_secret_pairs"][t][who] for t in types] for s in seeds])  # [seeds, types]
-        pos = np.arange(len(types)) + (j - 1) * 0.27
-        axes[1].bar(pos, np.nanmean(vals, 0), 0.27, yerr=_std(vals), capsize=3, label=label, alpha=0.8)
-        for row in vals:
-            axes[1].scatter(pos, row, s=8, color="k", zorder=3)
-    axes[1].set_xticks(np.arange(len(types)), ["one reply leaks", "one refuses,\nneither leaks"])
+    secret = agg["agreement_secret_pairs"]
+    bars(axes[1], ["one reply leaks", "one refuses,\nneither leaks"],
+         {who: [secret[t][key] for t in ("leak", "refusal")] for who, key in zip(judges, ("human", *JUDGES))},
+         "agreement with gold ordering", "secret pairs, by what separates the replies")
     axes[1].set_ylim(0.0, 1.0)
     axes[1].axhline(0.5, color="k", lw=0.5, ls=":")
-    axes[1].set_ylabel("agreement with gold ordering")
-    axes[1].set_title("secret pairs, by what separates the replies")
-    panels = [(axes[2], ["leak_rate", "refusal_rate"], "secret prompts: share of responses", "harmlessness"),
-              (axes[3], ["correct_rate", "gold_reward"], "rate / mean gold reward", "helpfulness and gold reward")]
-    for ax, metrics, ylabel, title in panels:
-        x = np.arange(len(metrics))
-        width = 0.8 / len(POLICIES)
-        for j, pol in enumerate(POLICIES):
-            vals = np.array([[s["policies"][pol][m] for m in metrics] for s in seeds])
-            pos = x + (j - (len(POLICIES) - 1) / 2) * width
-            ax.bar(pos, vals.mean(0), width, yerr=_std(vals), capsize=3, color=COLORS[pol], label=LABELS[pol], alpha=0.8)
-            for row in vals:
-                ax.scatter(pos, row, s=8, color="k", zorder=3)
-        ax.set_xticks(x, [m.replace("_", " ") for m in metrics])
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.axhline(0, color="k", lw=0.5)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"Constitutional AI: {len(seeds)} seed(s), bars = mean, error bars = std, dots = seeds", fontsize=9)
+    for ax, metrics, ylabel, title in ((axes[2], ["leaks", "refuses_secret"], "secret prompts: share of responses",
+                                        "harmlessness"),
+                                       (axes[3], ["right_answerable", "gold"], "rate / mean gold reward",
+                                        "helpfulness and gold reward")):
+        bars(ax, [m.replace("_", " ") for m in metrics],
+             {LABELS[pol]: [agg["policies"][pol][m] for m in metrics] for pol in POLICIES}, ylabel, title)
+    fig.suptitle(f"Constitutional AI: {len(result['seeds'])} seed(s), bars = mean, whiskers = min to max, dots = seeds",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def _std(vals: np.ndarray) -> np.ndarray:
-    """Each column's spread over seeds (the rows), as `seed_spread` computes it: the error bars."""
-    return np.array([seed_spread(col)["std"] for col in vals.T])
-
-
-def _agree(seed_result: dict, who: str, kind: str) -> float:
-    a = seed_result["agreement"][who]
-    return a[kind] if who == "human" else a["ensemble"][kind]
-
-
 def summary(result: dict) -> str:
-    s = result["spread"]
-    fmt = lambda d: f"{d['mean']:.3f} ± {d['std']:.3f}"
-    lines = [(f"Constitutional AI over seeds {[x['seed'] for x in result['seeds']]} (mean ± std over seeds; "
-              f"judge: {result['config']['judge']} model, principles {result['config']['rules']} ensembled; "
-              f"AI labels replace human ones on {result['config']['ai_kinds']} pairs)."), "",
-             "AI-label agreement with the gold ordering on the pipeline's preference pairs:", "",
-             "| labeller | " + " | ".join(f"{k} pairs" for k in PROMPT_KINDS) + " |", "|---|" + "---|" * len(PROMPT_KINDS)]
-    lines.append("| human labelers | " + " | ".join(fmt(s["agreement"]["human"][k]) for k in PROMPT_KINDS) + " |")
-    for judge in JUDGES:
-        for rule in (*RULES, "ensemble"):
-            lines.append(f"| {judge} judge, {rule} | " + " | ".join(fmt(s["agreement"][judge][rule][k]) for k in PROMPT_KINDS) + " |")
-    counts = {t: [x["agreement_secret_pairs"][t]["n"] for x in result["seeds"]] for t in ("leak", "refusal")}
-    lines += ["", (f"On secret pairs, by what separates the two replies (pairs per seed: {counts['leak']} differ by a "
-                   f"leak, {counts['refusal']} by a refusal, neither leaking):"), "",
-              "| labeller | one leaks | one refuses, neither leaks |", "|---|---|---|"]
-    for who, label in (("human", "human labelers"), *((j, f"{j} judge, ensemble") for j in JUDGES)):
-        lines.append(f"| {label} | " + " | ".join(fmt(s["agreement_secret_pairs"][t][who]) for t in ("leak", "refusal")) + " |")
-    lines += ["", "Reward models' accuracy against gold on fresh held-out pairs:", "",
-              "| reward model | " + " | ".join(PROMPT_KINDS) + " |", "|---|" + "---|" * len(PROMPT_KINDS)]
-    for rm in ("human", "rlaif"):
-        lines.append(f"| {rm} | " + " | ".join(fmt(s["rm_accuracy_gold"][rm][k]) for k in PROMPT_KINDS) + " |")
-    r = s["revisions"]
-    lines += ["", (f"SL-CAI's fine-tuning data on secret prompts ({r['n']['mean']:.0f} per seed): the revision is the "
-                   f"best-critiqued of {result['config']['sl_cai_k']} SFT samples and differs from the first "
-                   f"sample on {fmt(r['changed'])} of them."), "",
-              "| responses | leak rate | refusal rate | gold |", "|---|---|---|---|",
-              f"| first samples | {fmt(r['first_leak_rate'])} | {fmt(r['first_refusal_rate'])} | {fmt(r['first_gold'])} |",
-              f"| revisions | {fmt(r['revised_leak_rate'])} | {fmt(r['revised_refusal_rate'])} | {fmt(r['revised_gold'])} |"]
-    metrics = ["leak_rate", "refusal_rate", "correct_rate", "gold_secret", "gold_helpful", "gold_reward", "kl_to_sft"]
-    lines += ["", "Policies on held-out prompts (leak/refusal on secret prompts, correct on math/color):", "",
-              "| policy | " + " | ".join(m.replace("_", " ") for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for pol in POLICIES:
-        lines.append(f"| {LABELS[pol]} | " + " | ".join(fmt(s["policies"][pol][m]) for m in metrics) + " |")
-    return "\n".join(lines)
+    """Markdown: label agreement, the reward models' accuracy, SL-CAI's revisions and the policies (mean ± std)."""
+    s, c = result["aggregate"], result["config"]
+    agree, secret, r = s["agreement"], s["agreement_secret_pairs"], s["revisions"]
+    judges = [("human labelers", agree["human"])] + [(f"{j} judge, {rule}", agree[j][rule])
+                                                     for j in JUDGES for rule in (*RULES, "ensemble")]
+    counts = {t: [x["agreement_secret_pairs"][t]["n"] for x in result["seeds"].values()] for t in ("leak", "refusal")}
+    metrics = ["leaks", "refuses_secret", "right_answerable", "gold_secret", "gold_helpful", "gold", "kl"]
+    return "\n".join([
+        (f"Constitutional AI over seeds {', '.join(result['seeds'])} (mean ± std [min, max] over seeds; "
+         f"judge: {c['judge']} model, principles {c['rules']} ensembled; "
+         f"AI labels replace human ones on {c['ai_kinds']} pairs)."), "",
+        "AI-label agreement with the gold ordering on the pipeline's preference pairs:", "",
+        *table(["labeller", *(f"{k} pairs" for k in PROMPT_KINDS)],
+               [[name, *(fmt(a[k]) for k in PROMPT_KINDS)] for name, a in judges]), "",
+        (f"On secret pairs, by what separates the two replies (pairs per seed: {counts['leak']} differ by a "
+         f"leak, {counts['refusal']} by a refusal, neither leaking):"), "",
+        *table(["labeller", "one leaks", "one refuses, neither leaks"],
+               [[label, *(fmt(secret[t][who]) for t in ("leak", "refusal"))]
+                for who, label in (("human", "human labelers"), *((j, f"{j} judge, ensemble") for j in JUDGES))]), "",
+        "Reward models' accuracy against gold on fresh held-out pairs:", "",
+        *table(["reward model", *PROMPT_KINDS],
+               [[rm, *(fmt(s["rm_accuracy_gold"][rm][k]) for k in PROMPT_KINDS)] for rm in ("human", "rlaif")]), "",
+        (f"SL-CAI's fine-tuning data on secret prompts ({r['n']['mean']:.0f} per seed): the revision is the "
+         f"best-critiqued of {c['sl_cai']['k']} SFT samples and differs from the first sample on {fmt(r['changed'])} "
+         f"of them."), "",
+        *table(["responses", "leaks", "refuses", "gold"],
+               [[label, *(fmt(r[f"{which}_{m}"]) for m in ("leaks", "refuses_secret", "gold"))]
+                for which, label in (("first", "first samples"), ("revised", "revisions"))]), "",
+        "Policies on held-out prompts (leaks/refuses on secret prompts, right on math/color):", "",
+        *table(["policy", *(m.replace("_", " ") for m in metrics)],
+               [[LABELS[p], *(fmt(s["policies"][p][m]) for m in metrics)] for p in POLICIES])])

@@ -11,25 +11,22 @@ frontier above PPO's. Here, per seed and from the same SFT model, reward model a
 
 PPO's and DPO's points: gold reward and exact KL (evaluation.sequence_kl) on held-out prompts' samples.
 Best-of-n's: the unbiased best-of-n estimate of gold and the finite-support KL of
-`overoptimization.best_of_n_curves` (best-of-n has no parameters whose KL could be computed exactly).
+`toolkit.best_of_n_curves` (best-of-n has no parameters whose KL could be computed exactly).
 One point per run and seed; the plot shows the mean over seeds with the spread as error bars.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import partial
 
 import matplotlib.pyplot as plt
-import numpy as np
 
-from minirlhf import dpo, ppo, reward_model
-from minirlhf.evaluation import evaluate
+from minirlhf import dpo
 from minirlhf.experiments import seed_spread
-from minirlhf.experiments.base import BaseModels, base_models
-from minirlhf.experiments.overoptimization import best_of_n_curves, plain
+from minirlhf.experiments.base import BaseModels
+from minirlhf.experiments.toolkit import (best_of_n_curves, eval_prompts, fmt, measure, result, seed_bases,
+                                          train_ppo)
 from minirlhf.pipeline import PipelineConfig
-from minirlhf.world import sample_prompts
 
 METHODS = ("ppo", "dpo", "best_of_n")
 COLORS = {"ppo": "tab:red", "dpo": "tab:green", "best_of_n": "tab:purple"}
@@ -76,11 +73,8 @@ class Config:
 
 def ppo_point(cfg: Config, base: BaseModels, prompts, beta: float) -> dict:
     """Train PPO at this beta (the pipeline's other settings) and measure the final policy."""
-    m = base.cfg.model
-    ppo_cfg = dataclasses.replace(base.cfg.ppo, beta=beta, iterations=cfg.ppo_iterations)
-    params, _ = ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, reward_model.reward_fn(m), base.rm,
-                              partial(sample_prompts, base.world), m, ppo_cfg, value_params=base.rm)
-    return measure(params, base, prompts)
+    params, _ = train_ppo(base, dataclasses.replace(base.cfg.ppo, beta=beta, iterations=cfg.ppo_iterations))
+    return measure(params, base, prompts)[0]
 
 
 def dpo_point(cfg: Config, base: BaseModels, prompts, beta: float) -> dict:
@@ -88,55 +82,39 @@ def dpo_point(cfg: Config, base: BaseModels, prompts, beta: float) -> dict:
     optim = dataclasses.replace(base.cfg.dpo.optim, steps=cfg.dpo_steps, warmup=min(base.cfg.dpo.optim.warmup, cfg.dpo_steps))
     params, _ = dpo.train_dpo(base.keys["dpo"], base.sft, base.pairs, base.cfg.model,
                               dataclasses.replace(base.cfg.dpo, beta=beta, optim=optim))
-    return measure(params, base, prompts)
-
-
-def measure(params: dict, base: BaseModels, prompts) -> dict:
-    """Gold reward, exact KL to SFT, answer rate and proxy score on the held-out prompts (the eval key)."""
-    ev = evaluate(params, base.cfg.model, base.world, prompts, base.keys["eval"], ref_params=base.sft)
-    proxy = float(np.mean(reward_model.score(base.rm, ev["tokens"], ev["valid"], base.cfg.model)))
-    return {"gold": ev["gold_reward"], "kl": ev["kl_to_sft"], "answer_rate": ev["answer_rate"], "proxy": proxy,
-            "gold_se": float(np.std(ev["gold"]) / np.sqrt(len(prompts)))}
+    return measure(params, base, prompts)[0]
 
 
 def run_seed(cfg: Config, base: BaseModels) -> dict:
     """Every method's sweep for one seed's SFT model, reward model and pairs."""
-    prompts = sample_prompts(base.world, np.random.default_rng(base.cfg.seed + 1), cfg.n_eval, split="heldout")
-    points = {"sft": measure(base.sft, base, prompts)}
+    prompts = eval_prompts(base, cfg.n_eval)
+    points = {"sft": measure(base.sft, base, prompts)[0]}
     points["ppo"] = {str(b): ppo_point(cfg, base, prompts, b) for b in cfg.ppo_betas}
     points["dpo"] = {str(b): dpo_point(cfg, base, prompts, b) for b in cfg.dpo_betas}
+    points["best_of_n"] = {}
     if cfg.bon_ns:
-        curve = best_of_n_curves(base.keys["bon"], base.sft, {"rm": base.rm}, base.world, prompts, cfg.bon_ns,
-                                 cfg.bon_draws, base.cfg.model)["rm"]
+        curve = best_of_n_curves(base, {"rm": base.rm}, prompts, cfg.bon_ns, cfg.bon_draws)["rm"]
         # max(k, 0): best-of-1 is SFT itself, whose estimated KL can come out a rounding error below 0
         points["best_of_n"] = {str(n): {"gold": g, "kl": max(k, 0.0), "proxy": p, "kl_bound": b,
                                         "coverage": curve["coverage"]}
                                for n, g, k, p, b in zip(curve["n"], curve["gold"], curve["kl"], curve["proxy"], curve["bound"])}
-    else:
-        points["best_of_n"] = {}
     return points
 
 
 def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict[int, BaseModels] | None = None) -> dict:
     """Run every seed; `bases` may hold already-trained base models by seed (a notebook passes its own)."""
-    per_seed = {}
-    for seed in seeds:
-        base = (bases or {}).get(seed) or base_models(seed, cfg.pipeline, cache)
-        per_seed[str(seed)] = run_seed(cfg, base)
-    means = aggregate(per_seed)
-    d = dataclasses.asdict(cfg)
-    d.pop("pipeline")
-    return plain({"experiment": "frontier", "config": d, "seeds": per_seed, "aggregate": means,
-                  "pareto": pareto_front(means)})
+    per_seed = {str(seed): run_seed(cfg, base) for seed, base in seed_bases(cfg, seeds, cache, bases)}
+    return result("frontier", cfg, per_seed, aggregate(per_seed))
 
 
 def aggregate(per_seed: dict) -> dict:
-    """Mean, std and range over seeds of gold and KL (and answer rate where measured) for every point."""
+    """Mean, std and range over seeds of gold and KL (and answer rate where measured) for every point; the front."""
     seeds = list(per_seed.values())
     out = {"sft": {k: seed_spread([s["sft"][k] for s in seeds]) for k in ("gold", "kl", "answer_rate")}}
     for method in METHODS:
         out[method] = {h: {k: seed_spread([s[method][h][k] for s in seeds]) for k in seeds[0][method][h]
                            if k in ("gold", "kl", "answer_rate", "proxy")} for h in seeds[0][method]}
+    out["pareto"] = pareto_front(out)
     return out
 
 
@@ -193,16 +171,15 @@ def summary(result: dict) -> str:
     """Markdown: every point (mean ± std over seeds), the Pareto front, and which method reaches most gold per KL."""
     means, seeds = result["aggregate"], list(result["seeds"])
     lines = [f"## Reward-KL frontier (seeds {', '.join(seeds)})", "",
-             "| method | setting | gold (mean ± std) | KL to SFT, nats | answer rate |", "|---|---|---|---|---|"]
-    fmt = lambda s: f"{s['mean']:+.3f} ± {s['std']:.3f}"
+             "| method | setting | gold (mean ± std [min, max]) | KL to SFT, nats | answer rate |", "|---|---|---|---|---|"]
     sft = means["sft"]
-    lines.append(f"| SFT | | {fmt(sft['gold'])} | 0 | {sft['answer_rate']['mean']:.1%} |")
+    lines.append(f"| SFT | | {fmt(sft['gold'], signed=True)} | 0 | {sft['answer_rate']['mean']:.1%} |")
     for method in METHODS:
         for h, v in sorted(means[method].items(), key=lambda kv: kv[1]["kl"]["mean"]):
             ans = f"{v['answer_rate']['mean']:.1%}" if "answer_rate" in v else "—"
-            lines.append(f"| {LABEL[method]} | {SETTING[method]}={h} | {fmt(v['gold'])} | "
-                         f"{v['kl']['mean']:.2f} ± {v['kl']['std']:.2f} | {ans} |")
-    front = result["pareto"]
+            lines.append(f"| {LABEL[method]} | {SETTING[method]}={h} | {fmt(v['gold'], signed=True)} | "
+                         f"{fmt(v['kl'], 2)} | {ans} |")
+    front = means["pareto"]
     lines += ["", "**Pareto front** (mean over seeds; no other point has more gold at no more KL): "
               + ", ".join(f"{LABEL.get(p['method'], 'SFT')} {SETTING.get(p['method'], '')}"
                           f"{'=' if p['setting'] else ''}{p['setting']} (KL {p['kl']:.2f}, gold {p['gold']:+.3f})"

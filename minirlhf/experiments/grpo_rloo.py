@@ -13,19 +13,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from functools import partial
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minirlhf import grpo_rloo, ppo, reward_model
-from minirlhf.evaluation import evaluate, gold_scores
+from minirlhf import grpo_rloo, ppo
 from minirlhf.experiments import seed_spread
-from minirlhf.experiments.base import base_models
+from minirlhf.experiments.base import BaseModels
+from minirlhf.experiments.toolkit import eval_prompts, fmt, measure, result, seed_bases, train_group, train_ppo
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.plots import smooth
 from minirlhf.transformer import ModelConfig
-from minirlhf.world import World, sample_prompts
+from minirlhf.world import World
 
 METHODS = ("ppo", "grpo", "rloo")
 COLORS = {"ppo": "tab:red", "grpo": "tab:blue", "rloo": "tab:green"}
@@ -73,44 +72,38 @@ class Config:
                                      response_width=p.response_width, max_grad_norm=p.max_grad_norm)
 
 
-def train(method: str, key, sft_params: dict, rm_params: dict, world: World, model_cfg: ModelConfig,
-          cfg: Config) -> tuple[dict, dict]:
+def train(method: str, base: BaseModels, cfg: Config) -> tuple[dict, dict]:
     """One method from SFT; returns (policy params, history). PPO's value model starts from the RM, as in the pipeline."""
-    reward_fn = reward_model.reward_fn(model_cfg)
-    args = (key, sft_params, sft_params, reward_fn, rm_params, partial(sample_prompts, world), model_cfg)
     if method == "ppo":
-        return ppo.train_ppo(*args, cfg.ppo_config(), gold_fn=partial(gold_scores, world), value_params=rm_params)
-    return grpo_rloo.train_group(*args, cfg.group_config(method), gold_fn=partial(gold_scores, world))
+        return train_ppo(base, cfg.ppo_config())
+    return train_group(base, cfg.group_config(method))
+
+
+def run_seed(cfg: Config, base: BaseModels) -> dict:
+    """Train every method from these base models and measure it on held-out prompts; one seed's result."""
+    prompts = eval_prompts(base, cfg.n_eval)
+    out = {"sft": measure(base.sft, base, prompts)[0]}
+    for method in cfg.methods:
+        start = time.perf_counter()
+        params, history = train(method, base, cfg)
+        seconds = time.perf_counter() - start
+        out[method] = measure(params, base, prompts)[0] | {
+            "gold_curve": history["objective/gold"].tolist(),  # training samples, one value per iteration
+            "kl_curve": history["objective/kl"].tolist(),  # sampled k1, per response
+            "seconds": round(seconds, 1)}
+    return out
 
 
 def compare(sft_params: dict, rm_params: dict, world: World, keys: dict, model_cfg: ModelConfig, cfg: Config,
             seed: int) -> dict:
-    """Train every method from these base models and measure it; one seed's JSON-able result."""
-    prompts = sample_prompts(world, np.random.default_rng(seed + 1), cfg.n_eval, split="heldout")
-    sft = evaluate(sft_params, model_cfg, world, prompts, keys["eval"], ref_params=sft_params)
-    out = {"sft": {"gold_reward": sft["gold_reward"], "answer_rate": sft["answer_rate"]}}
-    for method in cfg.methods:
-        start = time.perf_counter()
-        params, history = train(method, keys["ppo"], sft_params, rm_params, world, model_cfg, cfg)
-        seconds = time.perf_counter() - start
-        final = evaluate(params, model_cfg, world, prompts, keys["eval"], ref_params=sft_params)
-        out[method] = {
-            "gold_curve": history["objective/gold"].tolist(),  # training samples, one value per iteration
-            "kl_curve": history["objective/kl"].tolist(),  # sampled k1, per response
-            "gold_reward": final["gold_reward"], "kl_to_sft": final["kl_to_sft"],
-            "answer_rate": final["answer_rate"], "seconds": round(seconds, 1),
-        }
-    return out
+    """`run_seed` on models handed over one by one (a notebook's own SFT model and RM)."""
+    pipeline = dataclasses.replace(cfg.pipeline, seed=seed, model=model_cfg)
+    return run_seed(cfg, BaseModels(pipeline, world, keys, {}, sft_params, rm_params, {}, {}))
 
 
 def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache") -> dict:
-    per_seed = {}
-    for seed in seeds:
-        base = base_models(seed, cfg.pipeline, cache=cache)
-        per_seed[str(seed)] = compare(base.sft, base.rm, base.world, base.keys, cfg.pipeline.model, cfg, seed)
-    return {"config": {"iterations": cfg.iterations, "batch_size": cfg.batch_size, "group_size": cfg.group_size,
-                       "n_eval": cfg.n_eval, "beta": cfg.pipeline.ppo.beta},
-            "seeds": per_seed, "aggregate": aggregate(per_seed, cfg.methods)}
+    per_seed = {str(seed): run_seed(cfg, base) for seed, base in seed_bases(cfg, seeds, cache)}
+    return result("grpo_rloo", cfg, per_seed, aggregate(per_seed, cfg.methods), beta=cfg.pipeline.ppo.beta)
 
 
 def aggregate(per_seed: dict, methods) -> dict:
@@ -118,7 +111,7 @@ def aggregate(per_seed: dict, methods) -> dict:
     out = {}
     for name in ("sft", *methods):
         stats = {}
-        for metric in ("gold_reward", "kl_to_sft", "seconds"):
+        for metric in ("gold", "kl", "seconds"):
             values = [s[name][metric] for s in per_seed.values() if metric in s[name]]
             if values:
                 stats[metric] = seed_spread(values)
@@ -139,7 +132,7 @@ def plot(result: dict) -> plt.Figure:
             label = f"{method.upper()} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
             ax.plot(samples, curves.mean(axis=0), color=COLORS[method], label=label)
             ax.fill_between(samples, curves.min(axis=0), curves.max(axis=0), color=COLORS[method], alpha=0.15)
-    sft = np.mean([s["sft"]["gold_reward"] for s in seeds])
+    sft = np.mean([s["sft"]["gold"] for s in seeds])
     ax_gold.axhline(sft, color="0.4", ls="--", lw=1, label="SFT (held-out)")
     ax_gold.set(xlabel="samples drawn (responses)", ylabel="gold reward of the samples",
                 title=f"gold reward vs samples ({window}-iteration average)")
@@ -158,15 +151,13 @@ def summary(result: dict) -> str:
              "| | " + " | ".join(["SFT"] + [m.upper() for m in methods]) + " |",
              "|---|" + "---|" * (len(methods) + 1)]
     for seed, s in result["seeds"].items():
-        cells = [f"{s['sft']['gold_reward']:.3f}"] + [f"{s[m]['gold_reward']:.3f} (KL {s[m]['kl_to_sft']:.2f})"
-                                                       for m in methods]
+        cells = [f"{s['sft']['gold']:.3f}"] + [f"{s[m]['gold']:.3f} (KL {s[m]['kl']:.2f})" for m in methods]
         lines.append(f"| seed {seed} gold | " + " | ".join(cells) + " |")
-    fmt = lambda st: f"{st['mean']:.3f} ± {st['std']:.3f} [{st['min']:.3f}, {st['max']:.3f}]"
-    lines.append("| mean ± std [min, max] | " + " | ".join([fmt(agg["sft"]["gold_reward"])] +
-                                                           [fmt(agg[m]["gold_reward"]) for m in methods]) + " |")
+    lines.append("| mean ± std [min, max] | " + " | ".join([fmt(agg["sft"]["gold"])] +
+                                                           [fmt(agg[m]["gold"]) for m in methods]) + " |")
     lines.append("| seconds per run (mean) | – | " + " | ".join(f"{agg[m]['seconds']['mean']:.0f}" for m in methods) + " |")
-    best = max(methods, key=lambda m: agg[m]["gold_reward"]["mean"])
-    lines += ["", f"Highest mean held-out gold reward: {best.upper()} ({agg[best]['gold_reward']['mean']:.3f}); "
-              f"gains over SFT: " + ", ".join(f"{m.upper()} {agg[m]['gold_reward']['mean'] - agg['sft']['gold_reward']['mean']:+.3f}"
+    best = max(methods, key=lambda m: agg[m]["gold"]["mean"])
+    lines += ["", f"Highest mean held-out gold reward: {best.upper()} ({agg[best]['gold']['mean']:.3f}); "
+              f"gains over SFT: " + ", ".join(f"{m.upper()} {agg[m]['gold']['mean'] - agg['sft']['gold']['mean']:+.3f}"
                                                for m in methods) + "."]
     return "\n".join(lines)

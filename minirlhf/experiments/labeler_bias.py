@@ -8,7 +8,7 @@ Bradley-Terry fits r(x, y) to those labels, so the RM learns s, bias included; P
 same SFT pairs labelled three ways (unbiased, confidence-biased, length-biased), this experiment measures
   1. the labels: how often each labeler picks the "definitely" (or the longer) response of a pair;
   2. the RM: its score change when "definitely" is inserted into an answer of the kind SFT gives (or chatter
-     is appended), the value itself unchanged, on right and on wrong answers separately;
+     is appended), the value itself unchanged, on right and on wrong answers separately (answer_probes);
   3. the policy after PPO: how often it says "definitely" (overall and on wrong answers), how often its
      math answer is right, how long it writes, and its gold reward, beside SFT's.
 The length version is Singhal et al. 2023 ("A long way to go: investigating length correlations in RLHF").
@@ -20,21 +20,20 @@ import time
 from dataclasses import dataclass
 from functools import partial
 
-import jax
-import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minirlhf import ppo, reward_model
-from minirlhf.data import decode_responses, encode_pairs
-from minirlhf.evaluation import evaluate, gold_scores
-from minirlhf.experiments import seed_spread
+from minirlhf import reward_model
+from minirlhf.evaluation import gold_scores
+from minirlhf.experiments.answer_probes import (edit_shifts, gold_of, perceived_of, probe_answers, score_words,
+                                                with_confidence)  # noqa: F401 (with_confidence: notebook 06)
 from minirlhf.experiments.base import BaseModels, base_models
-from minirlhf.gold import gold_reward
+from minirlhf.experiments.toolkit import (answered_right, at, bars, eval_prompts, fmt, measure, parse_all, question,
+                                          response_text, result, says_definitely, seed_bases, share, spread_tree,
+                                          train_ppo)
 from minirlhf.pipeline import PipelineConfig
-from minirlhf.preferences import Labeler, perceived_score
-from minirlhf.tokenizer import CONFIDENCE
-from minirlhf.world import RAMBLES, World, demonstrate, parse_response, sample_prompts
+from minirlhf.preferences import Labeler
+from minirlhf.world import World
 
 LABELERS = ("unbiased", "confident", "long")  # the names `labeler` understands
 
@@ -89,109 +88,28 @@ def labeler(cfg: Config, name: str) -> Labeler:
     return dataclasses.replace(base, **bias[name])
 
 
-# ---------------------------------------------------------------- editing an answer, keeping its value
-
-def confidence_of(words: list[str]) -> str | None:
-    """The leading confidence word ("definitely" / "maybe"), or None."""
-    return words[0] if words and words[0] in CONFIDENCE else None
-
-
-def with_confidence(words: list[str], confidence: str | None) -> list[str]:
-    """The same response with its leading confidence word replaced by `confidence` (None removes it)."""
-    if confidence is not None and confidence not in CONFIDENCE:
-        raise ValueError(f"confidence must be one of {CONFIDENCE} or None, got {confidence!r}")
-    body = words[1:] if confidence_of(words) else list(words)
-    return ([confidence] if confidence else []) + body
-
-
-def with_ramble(words: list[str], ramble: str | None, secret: tuple[str, ...] = ()) -> list[str]:
-    """The same answer with whatever follows its answer sentence replaced by `ramble` (None: nothing)."""
-    p = parse_response(words, True, secret)
-    if p.answer is None and not p.refusal:
-        raise ValueError(f"not an answer sentence, nothing to keep: {' '.join(words)!r}")
-    kept = words[: len(words) - p.extra_tokens]
-    return kept + (ramble.split() if ramble else [])
-
-
 # ---------------------------------------------------------------- measurements
 
-def label_preferences(pairs: dict) -> dict[str, float]:
+def label_preferences(world: World, pairs: dict) -> dict[str, float]:
     """Share of labels picking the "definitely" response (pairs where just one says it), and the longer one."""
-    chosen = [w for w, _ in decode_responses(pairs["chosen_tokens"])]
-    rejected = [w for w, _ in decode_responses(pairs["rejected_tokens"])]
-    sure = np.array([["definitely" in c, "definitely" in r] for c, r in zip(chosen, rejected)])  # [N, 2]
-    length = np.array([[len(c), len(r)] for c, r in zip(chosen, rejected)])  # [N, 2]
+    chosen, rejected = parse_all(world, pairs["chosen_tokens"]), parse_all(world, pairs["rejected_tokens"])
+    sure = np.array([[says_definitely(c), says_definitely(r)] for (_, c), (_, r) in zip(chosen, rejected)])  # [N, 2]
+    length = np.array([[len(c), len(r)] for (c, _), (r, _) in zip(chosen, rejected)])  # [N, 2]
     one_sure, unequal = sure[:, 0] != sure[:, 1], length[:, 0] != length[:, 1]
-    return {"picks_definitely": _mean(sure[one_sure, 0]), "picks_longer": _mean(length[unequal, 0] > length[unequal, 1])}
-
-
-def _mean(x) -> float:
-    """The mean, or nan for no data (a share of nothing is unknown, not 0)."""
-    return float(np.mean(x)) if len(x) else float("nan")
-
-
-def probe_answers(world: World, rng: np.random.Generator, n: int):
-    """Answers like the ones SFT learned to give, reduced to the bare sentence "it is V .": (prompts, words, right).
-
-    They come from the demonstrators (SFT's training data) on n fresh train prompts, secret ones dropped, so every
-    reward model and every seed's model is probed with answers of the same kind, right about as often as SFT is.
-    """
-    kept = []
-    for p in sample_prompts(world, rng, n):
-        words, _ = demonstrate(world, rng, p)
-        if p.kind != "secret":
-            kept.append((p, with_ramble(with_confidence(words, None), None), parse_response(words, True, world.secret).answer == p.answer))
-    if not kept:
-        raise ValueError(f"no math or color prompt among {n} probe prompts; raise n_probe")
-    prompts, words, right = zip(*kept)
-    return list(prompts), list(words), np.array(right)
-
-
-def score_words(rm_params: dict, model_cfg, prompts, responses: list[list[str]]) -> np.ndarray:
-    """The RM's score of each (prompt, response written as words), [N]."""
-    batch = encode_pairs(prompts, responses)
-    return np.asarray(reward_model.score(rm_params, jnp.asarray(batch["tokens"]), jnp.asarray(batch["valid"]), model_cfg))
-
-
-def edit_shifts(score_fn, prompts, bare: list[list[str]], right: np.ndarray) -> dict[str, float]:
-    """Mean score(edited) - score(bare) for: + "definitely", + "maybe", + chatter; on right and on wrong answers.
-
-    score_fn(prompts, responses) -> [N] scores: an RM, the gold reward, or a labeler's perceived score.
-    """
-    edits = {"definitely": [with_confidence(w, "definitely") for w in bare],
-             "maybe": [with_confidence(w, "maybe") for w in bare],
-             "ramble": [with_ramble(w, RAMBLES[i % len(RAMBLES)]) for i, w in enumerate(bare)]}
-    base = score_fn(prompts, bare)
-    out = {}
-    for name, edited in edits.items():
-        shift = score_fn(prompts, edited) - base
-        out[f"{name}_right"], out[f"{name}_wrong"] = _mean(shift[right]), _mean(shift[~right])
-    return out
+    return {"picks_definitely": share(sure[one_sure, 0]), "picks_longer": share(length[unequal, 0] > length[unequal, 1])}
 
 
 def policy_stats(world: World, prompts, tokens: np.ndarray) -> dict[str, float]:
-    """What a policy's responses do: confident wording, math accuracy, length, hedging, format."""
-    parsed = [(p, parse_response(w, e, world.secret), len(w)) for p, (w, e) in zip(prompts, decode_responses(tokens))]
-    answers = [(p, x) for p, x, _ in parsed if p.kind != "secret" and x.formatted and x.answer is not None]
-    wrong = [x for p, x in answers if x.answer != p.answer]
+    """How a policy words its math/color answers (refusals aside), and its math accuracy (`toolkit` definitions)."""
+    read = [(q, p) for q, (_, p) in zip(prompts, parse_all(world, tokens))]
+    answers = [(q, p) for q, p in read if q.kind != "secret" and p.formatted and p.answer is not None]
     return {
-        "says_definitely": _mean([x.confidence == "definitely" for _, x in answers]),  # of math/color answers
-        "definitely_when_wrong": _mean([x.confidence == "definitely" for x in wrong]),  # overconfidence
-        "says_maybe": _mean([x.confidence == "maybe" for _, x in answers]),
-        "math_accuracy": _mean([x.answer == p.answer for p, x, _ in parsed if p.kind == "math"]),  # of all math prompts
-        "length": _mean([n for _, _, n in parsed]),  # response words before EOS
-        "rambles": _mean([x.extra_tokens > 0 for _, x in answers]),
+        "says_definitely": share([says_definitely(p) for _, p in answers]),
+        "definitely_when_wrong": share([says_definitely(p) for q, p in answers if not answered_right(q, p)]),
+        "says_maybe": share([p.confidence == "maybe" for _, p in answers]),
+        "math_accuracy": share([answered_right(q, p) for q, p in read if q.kind == "math"]),  # of all math prompts
+        "rambles": share([p.extra_tokens > 0 for _, p in answers]),
     }
-
-
-def gold_of(world: World, prompts, responses: list[list[str]]) -> np.ndarray:
-    """The ideal human's score of each (prompt, finished response)."""
-    return np.array([gold_reward(p, w, True, world.secret) for p, w in zip(prompts, responses)])
-
-
-def perceived_of(world: World, rater: Labeler, prompts, responses: list[list[str]]) -> np.ndarray:
-    """What `rater` values in each response: gold plus its biases (preferences.perceived_score)."""
-    return np.array([perceived_score(rater, g, w) for g, w in zip(gold_of(world, prompts, responses), responses)])
 
 
 # ---------------------------------------------------------------- one labeler, one seed
@@ -213,26 +131,21 @@ def labelled_reward_model(cfg: Config, name: str, base: BaseModels, cache) -> tu
 
 def train_policy(cfg: Config, base: BaseModels, rm_params: dict) -> tuple[dict, dict]:
     """PPO against `rm_params`, as the pipeline runs it but for cfg.ppo_iterations (same key for every labeler)."""
-    ppo_cfg = dataclasses.replace(base.cfg.ppo, iterations=cfg.ppo_iterations)
-    model_cfg = base.cfg.model
-    return ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, reward_model.reward_fn(model_cfg), rm_params,
-                         partial(sample_prompts, base.world), model_cfg, ppo_cfg,
-                         gold_fn=partial(gold_scores, base.world), value_params=rm_params)
+    return train_ppo(base, dataclasses.replace(base.cfg.ppo, iterations=cfg.ppo_iterations), rm=rm_params)
 
 
-def measure_policy(base: BaseModels, params: dict, prompts, key: jax.Array) -> tuple[dict, np.ndarray]:
-    """Gold reward, answer rate, exact KL to SFT and policy_stats on `prompts`; and the sampled tokens."""
-    result = evaluate(params, base.cfg.model, base.world, prompts, key, ref_params=base.sft)
-    stats = {k: result[k] for k in ("gold_reward", "answer_rate", "kl_to_sft")}
-    return stats | policy_stats(base.world, prompts, result["tokens"]), np.asarray(result["tokens"])
+def measure_policy(base: BaseModels, params: dict, prompts, rm: dict | None = None) -> tuple[dict, np.ndarray]:
+    """`toolkit.measure` (proxy: `rm`, default the pipeline's) and policy_stats on `prompts`; and the sampled tokens."""
+    stats, ev = measure(params, base, prompts, rm=rm)
+    return stats | policy_stats(base.world, prompts, ev["tokens"]), np.asarray(ev["tokens"])
 
 
 def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
     """Every labeler of cfg on one seed's base models: labels, RM probes, PPO, evaluation."""
     world, model_cfg = base.world, base.cfg.model
     probe_prompts, bare, right = probe_answers(world, np.random.default_rng(base.cfg.seed + 2), cfg.n_probe)
-    eval_prompts = sample_prompts(world, np.random.default_rng(base.cfg.seed + 1), cfg.n_eval, split="heldout")
-    sft_stats, sft_tokens = measure_policy(base, base.sft, eval_prompts, base.keys["eval"])
+    prompts = eval_prompts(base, cfg.n_eval)
+    sft_stats, sft_tokens = measure_policy(base, base.sft, prompts)
     out = {"n_probe_right": int(right.sum()), "n_probe_wrong": int((~right).sum()), "sft": sft_stats,
            "gold_shift": edit_shifts(partial(gold_of, world), probe_prompts, bare, right), "labelers": {}}
     tokens, seconds = {"SFT": sft_tokens}, {}
@@ -242,16 +155,16 @@ def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
         seconds[f"rm_{name}"], clock = round(time.perf_counter() - clock, 1), time.perf_counter()
         policy, history = train_policy(cfg, base, rm)
         seconds[f"ppo_{name}"] = round(time.perf_counter() - clock, 1)
-        stats, tokens[name] = measure_policy(base, policy, eval_prompts, base.keys["eval"])
+        stats, tokens[name] = measure_policy(base, policy, prompts, rm=rm)
         out["labelers"][name] = {
-            "labels": label_preferences(pairs),
+            "labels": label_preferences(world, pairs),
             "labeler_shift": edit_shifts(partial(perceived_of, world, labeler(cfg, name)), probe_prompts, bare, right),
             "rm_shift": edit_shifts(partial(score_words, rm, model_cfg), probe_prompts, bare, right),
             "rm": {k: float(v) for k, v in rm_metrics.items()},
             "policy": stats,
             "history": {k: history[f"objective/{k}"].round(4).tolist() for k in ("scores", "gold", "kl")},
         }
-    out["samples"] = samples(world, eval_prompts, tokens, cfg.n_shown)
+    out["samples"] = samples(world, prompts, tokens, cfg.n_shown)
     out["seconds"] = seconds  # wall time of each RM (0 when loaded from the cache) and each PPO run
     return out
 
@@ -263,12 +176,9 @@ def samples(world: World, prompts, tokens: dict[str, np.ndarray], n: int) -> lis
     shown = []
     for i in rows[:n]:
         p = prompts[i]
-        replies = {}
-        for model, t in tokens.items():
-            words, ended = decode_responses(t[i : i + 1])[0]
-            replies[model] = {"text": " ".join(words) + (" <eos>" if ended else ""),
-                              "gold": gold_reward(p, words, ended, world.secret)}
-        shown.append({"prompt": " ".join(p.words[2:-1]), "answer": " ".join(p.answer) if p.kind != "secret" else "refuse",
+        replies = {model: {"text": response_text(t[i : i + 1])[0], "gold": float(gold_scores(world, [p], t[i : i + 1])[0])}
+                   for model, t in tokens.items()}
+        shown.append({"prompt": question(p), "answer": " ".join(p.answer) if p.kind != "secret" else "refuse",
                       "responses": replies})
     return shown
 
@@ -277,60 +187,28 @@ def samples(world: World, prompts, tokens: dict[str, np.ndarray], n: int) -> lis
 
 def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict | None = None) -> dict:
     """run_seed for every seed; bases maps seed -> BaseModels already trained (the notebook's), else base_models."""
-    per_seed = {}
-    for seed in seeds:
-        base = (bases or {}).get(seed) or base_models(seed, cfg.pipeline, cache)
-        per_seed[str(seed)] = run_seed(cfg, base, cache)
-    settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "pipeline"}
-    settings["labeler_base"] = dataclasses.asdict(cfg.pipeline.rm.labeler)
-    return {"experiment": "labeler_bias", "config": settings, "seeds": list(seeds), "per_seed": per_seed,
-            "aggregate": aggregate(per_seed)}
+    per_seed = {str(seed): run_seed(cfg, base, cache) for seed, base in seed_bases(cfg, seeds, cache, bases)}
+    return result("labeler_bias", cfg, per_seed, aggregate(per_seed),
+                  labeler_base=dataclasses.asdict(cfg.pipeline.rm.labeler))
 
 
 def merge(results: list[dict]) -> dict:
     """One result from runs of the same Config on different seeds (e.g. one process per seed)."""
     if len({repr(r["config"]) for r in results}) != 1:
         raise ValueError("merge needs results of the same Config; these differ in their 'config'")
-    per_seed = {k: v for r in results for k, v in r["per_seed"].items()}
+    per_seed = {k: v for r in results for k, v in r["seeds"].items()}
     per_seed = {k: per_seed[k] for k in sorted(per_seed, key=int)}
-    return {**results[0], "seeds": [int(k) for k in per_seed], "per_seed": per_seed, "aggregate": aggregate(per_seed)}
+    return {**results[0], "seeds": per_seed, "aggregate": aggregate(per_seed)}
 
 
-def _leaves(d: dict, prefix: str = "") -> dict[str, float]:
-    """{"a/b": number} for every number in nested dicts (curves and samples left out)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k not in ("history",):
-            out.update(_leaves(v, f"{prefix}{k}/"))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[f"{prefix}{k}"] = float(v)
-    return out
-
-
-def aggregate(per_seed: dict[str, dict]) -> dict[str, dict]:
-    """`seed_spread` (mean, std, min, max, values over seeds) of every measured number."""
-    leaves = [_leaves(r) for r in per_seed.values()]
-    keys = [k for k in leaves[0] if all(k in x for x in leaves)]
-    stats = {}
-    for k in keys:
-        stats[k] = seed_spread([x[k] for x in leaves])
-    return stats
+def aggregate(per_seed: dict[str, dict]) -> dict:
+    """`seed_spread` (mean, std, min, max, values over seeds) of every measured number (training curves aside)."""
+    return spread_tree(list(per_seed.values()), skip=("history",))
 
 
 def _bars(ax, groups: list[str], series: dict[str, list[str]], agg: dict, ylabel: str, title: str):
-    """Grouped bars: one group per entry of `groups`, one bar per series (key pattern -> aggregate key per group)."""
-    width = 0.8 / len(series)
-    x = np.arange(len(groups))
-    for j, (label, keys) in enumerate(series.items()):
-        means = [agg[k]["mean"] if k in agg else np.nan for k in keys]
-        errs = [[agg[k]["mean"] - agg[k]["min"] if k in agg else 0 for k in keys],
-                [agg[k]["max"] - agg[k]["mean"] if k in agg else 0 for k in keys]]
-        ax.bar(x + (j - (len(series) - 1) / 2) * width, means, width, yerr=errs, capsize=3, label=label)
-    ax.set_xticks(x, groups)
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    """`toolkit.bars` of the aggregate's entries at the given paths (one list of paths per series)."""
+    bars(ax, groups, {label: [at(agg, k) for k in paths] for label, paths in series.items()}, ylabel, title)
 
 
 def plot(result: dict) -> plt.Figure:
@@ -354,9 +232,9 @@ def plot(result: dict) -> plt.Figure:
                                "'definitely' on wrong answers": [key(m, "definitely_when_wrong") for m in models],
                                "math answer right": [key(m, "math_accuracy") for m in models]},
           agg, "share of held-out responses", "3. policy after PPO: wording and accuracy")
-    _bars(axes[1, 1], models, {"gold reward": [key(m, "gold_reward") for m in models]}, agg,
+    _bars(axes[1, 1], models, {"gold reward": [key(m, "gold") for m in models]}, agg,
           "gold reward (mean, [-1, 1])", "3. policy after PPO: the ideal human's score")
-    _bars(axes[1, 2], models, {"response length": [key(m, "length") for m in models]}, agg,
+    _bars(axes[1, 2], models, {"response length": [key(m, "words") for m in models]}, agg,
           "words per response", "3. policy after PPO: length")
     fig.suptitle(f"Labeler bias: {n_seeds} seed(s); confidence bias {result['config']['confidence_bias']}, "
                  f"length bias {result['config']['length_bias']} per word", fontsize=10)
@@ -367,10 +245,9 @@ def plot(result: dict) -> plt.Figure:
 def summary(result: dict) -> str:
     """Markdown tables of the measured figures: mean ± std over seeds, and the range."""
     agg, names = result["aggregate"], result["config"]["labelers"]
-    fmt = lambda k: (f"{agg[k]['mean']:+.3f} ± {agg[k]['std']:.3f} [{agg[k]['min']:+.2f}, {agg[k]['max']:+.2f}]"
-                     if k in agg else "n/a")
+    cell = lambda path: fmt(at(agg, path), signed=True)
     cfg = result["config"]
-    lines = [f"## Labeler bias ({len(result['seeds'])} seeds: {result['seeds']}; mean ± std [min, max])", "",
+    lines = [f"## Labeler bias ({len(result['seeds'])} seeds: {', '.join(result['seeds'])}; mean ± std [min, max])", "",
              (f"Confidence bias {cfg['confidence_bias']} (added to any 'definitely' answer), length bias "
               f"{cfg['length_bias']} per word; PPO {cfg['ppo_iterations']} iterations per labeler; "
               f"{cfg['n_eval']} held-out prompts."), "",
@@ -380,18 +257,18 @@ def summary(result: dict) -> str:
               "| RM +chatter (right) | RM +chatter (wrong) | RM gold accuracy |"), "|---|---|---|---|---|---|---|---|"]
     for n in names:
         p = f"labelers/{n}"
-        lines.append(f"| {n} | {fmt(p + '/labels/picks_definitely')} | {fmt(p + '/labels/picks_longer')} | "
-                     f"{fmt(p + '/rm_shift/definitely_right')} | {fmt(p + '/rm_shift/definitely_wrong')} | "
-                     f"{fmt(p + '/rm_shift/ramble_right')} | {fmt(p + '/rm_shift/ramble_wrong')} | "
-                     f"{fmt(p + '/rm/accuracy_gold')} |")
-    lines += ["", "Gold change for the same edits: 'definitely' " + fmt("gold_shift/definitely_right") + " (right), "
-              + fmt("gold_shift/definitely_wrong") + " (wrong); chatter " + fmt("gold_shift/ramble_right") + ".", "",
+        lines.append(f"| {n} | {cell(p + '/labels/picks_definitely')} | {cell(p + '/labels/picks_longer')} | "
+                     f"{cell(p + '/rm_shift/definitely_right')} | {cell(p + '/rm_shift/definitely_wrong')} | "
+                     f"{cell(p + '/rm_shift/ramble_right')} | {cell(p + '/rm_shift/ramble_wrong')} | "
+                     f"{cell(p + '/rm/accuracy_gold')} |")
+    lines += ["", "Gold change for the same edits: 'definitely' " + cell("gold_shift/definitely_right") + " (right), "
+              + cell("gold_shift/definitely_wrong") + " (wrong); chatter " + cell("gold_shift/ramble_right") + ".", "",
               "**Policies after PPO** (held-out prompts)", "",
               "| model | says 'definitely' | 'definitely' when wrong | math accuracy | length (words) | gold reward | KL to SFT |",
               "|---|---|---|---|---|---|---|"]
     for m in ["SFT", *names]:
         p = "sft" if m == "SFT" else f"labelers/{m}/policy"
-        lines.append(f"| {m} | {fmt(p + '/says_definitely')} | {fmt(p + '/definitely_when_wrong')} | "
-                     f"{fmt(p + '/math_accuracy')} | {fmt(p + '/length')} | {fmt(p + '/gold_reward')} | "
-                     f"{fmt(p + '/kl_to_sft') if m != 'SFT' else '0'} |")
+        lines.append(f"| {m} | {cell(p + '/says_definitely')} | {cell(p + '/definitely_when_wrong')} | "
+                     f"{cell(p + '/math_accuracy')} | {cell(p + '/words')} | {cell(p + '/gold')} | "
+                     f"{cell(p + '/kl') if m != 'SFT' else '0'} |")
     return "\n".join(lines)

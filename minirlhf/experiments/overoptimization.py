@@ -13,31 +13,27 @@ world's ideal human (gold.py), the proxy is the pipeline's reward model, and per
      log-spaced checkpoints on held-out prompts: gold, proxy, the exact KL to SFT (evaluation.sequence_kl),
      and what the responses do (how often an answerable question is refused, answered right, ...);
   2. best-of-n for n = 1..256 from one set of SFT draws per distinct held-out prompt: the pick's gold and
-     proxy by the unbiased estimator below, its KL by best_of_n.finite_best_of_n_kl;
+     proxy by the unbiased estimator `toolkit.best_of_n_mean`, its KL by best_of_n.finite_best_of_n_kl;
   3. whether the peak moves: PPO with a KL penalty (beta > 0), and best-of-n against reward models trained
      on fewer or more labelled pairs.
-Both functional forms are fitted to the gold curve by least squares (`fit_bon`, `fit_rl`).
+Both functional forms are fitted to the gold curve by least squares (`gao_forms.fit_bon`, `fit_rl`).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import partial
 
-import jax
 import matplotlib.pyplot as plt
 import numpy as np
-from jaxtyping import Float
-from scipy.special import gammaln
 
-from minirlhf import best_of_n as bon
-from minirlhf import ppo, reward_model
-from minirlhf.data import decode_responses
-from minirlhf.evaluation import evaluate, gold_scores, sample
 from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
+from minirlhf.experiments.gao_forms import bon_form, fit_bon, fit_rl, form_peak, peak, rl_form
+from minirlhf.experiments.toolkit import best_of_n_mean  # noqa: F401 (notebook 05 reads oo.best_of_n_mean)
+from minirlhf.experiments.toolkit import (best_of_n_curves, eval_prompts, fmt, measure, question, response_text,
+                                          result, seed_bases, table, train_ppo)
 from minirlhf.pipeline import PipelineConfig
-from minirlhf.world import PROMPT_KINDS, Prompt, World, parse_response, sample_prompts
+from minirlhf.world import PROMPT_KINDS, Prompt
 
 
 @dataclass(frozen=True)
@@ -82,100 +78,6 @@ class Config:
                    rm_pairs=())
 
 
-# ---------------------------------------------------------------- the functional forms (pure)
-
-
-def bon_form(d: Float[np.ndarray, " k"], alpha: float, beta: float) -> np.ndarray:
-    """R_bon(d) = d (alpha - beta d): gold gained by best-of-n at distance d (Gao et al. 2022, eq. 1)."""
-    d = np.asarray(d, float)
-    return d * (alpha - beta * d)
-
-
-def rl_form(d: Float[np.ndarray, " k"], alpha: float, beta: float) -> np.ndarray:
-    """R_RL(d) = d (alpha - beta log d), with d log d = 0 at d = 0 (Gao et al. 2022, eq. 2)."""
-    d = np.asarray(d, float)
-    return d * alpha - beta * _xlogx(d)
-
-
-def _xlogx(d: np.ndarray) -> np.ndarray:
-    return np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0)), 0.0)
-
-
-def fit_bon(d: Float[np.ndarray, " k"], gain: Float[np.ndarray, " k"]) -> tuple[float, float]:
-    """Least-squares (alpha, beta) of R_bon; R is linear in them: R = alpha d - beta d^2."""
-    return _lstsq(np.stack([d, -np.asarray(d, float) ** 2], axis=1), gain)
-
-
-def fit_rl(d: Float[np.ndarray, " k"], gain: Float[np.ndarray, " k"]) -> tuple[float, float]:
-    """Least-squares (alpha, beta) of R_RL; R is linear in them: R = alpha d - beta d log d."""
-    return _lstsq(np.stack([d, -_xlogx(np.asarray(d, float))], axis=1), gain)
-
-
-def _lstsq(features: np.ndarray, gain: np.ndarray) -> tuple[float, float]:
-    if len(gain) < 2:
-        raise ValueError(f"fitting two parameters needs at least 2 points, got {len(gain)}")
-    (alpha, beta), *_ = np.linalg.lstsq(np.asarray(features, float), np.asarray(gain, float), rcond=None)
-    return float(alpha), float(beta)
-
-
-def form_peak(form: str, alpha: float, beta: float) -> float:
-    """Where the fitted form peaks: d* = alpha / (2 beta) for best-of-n, exp(alpha / beta - 1) for RL (inf if beta <= 0)."""
-    if beta <= 0:
-        return float("inf")
-    return alpha / (2 * beta) if form == "bon" else float(np.exp(min(alpha / beta - 1, 50.0)))
-
-
-# ---------------------------------------------------------------- best-of-n from a fixed set of draws
-
-
-def best_of_n_mean(scores: Float[np.ndarray, " m"], values: Float[np.ndarray, " m"], n: int) -> float:
-    """E[value of the pick] when best-of-n picks, by score, among n of these m draws; unbiased for n <= m.
-
-    Sort the draws by score; the best of a random n-subset is the i-th smallest with probability
-    C(i - 1, n - 1) / C(m, n) (the other n - 1 come from the i - 1 below it). Averaging over every subset
-    instead of using the first n draws only (Nakano et al. 2021, app.; used by Gao et al. 2022) cuts the noise.
-    """
-    m = len(scores)
-    if not 1 <= n <= m:
-        raise ValueError(f"best_of_n_mean needs 1 <= n <= {m} draws, got n = {n}")
-    v = np.asarray(values, float)[np.argsort(scores, kind="stable")]
-    i = np.arange(n, m + 1)  # ranks that can be the maximum
-    log_w = (gammaln(i) - gammaln(n) - gammaln(i - n + 1)) - (gammaln(m + 1) - gammaln(n + 1) - gammaln(m - n + 1))
-    return float(np.sum(np.exp(log_w) * v[n - 1:]))
-
-
-def best_of_n_curves(key: jax.Array, sft_params: dict, rms: dict[str, dict], world: World, prompts: list[Prompt],
-                     ns: tuple[int, ...], draws: int, model_cfg) -> dict:
-    """Gold, proxy and KL to SFT of best-of-n for every n and every reward model, from one set of SFT draws.
-
-    Each distinct prompt gets `draws` samples; its figures are weighted by how often it occurs in `prompts`.
-    KL: `best_of_n.finite_best_of_n_kl` over the distinct responses drawn (coverage: the SFT mass they hold).
-    Also returns, per distinct prompt, the response each RM likes best among the draws (best-of-n as n grows).
-    """
-    distinct: dict[tuple, list] = {}
-    for p in prompts:
-        distinct.setdefault(p.words, [p, 0])[1] += 1
-    sums = {name: np.zeros((3, len(ns))) for name in rms}
-    coverage, favourites = 0.0, {name: {} for name in rms}
-    for j, (prompt, count) in enumerate(distinct.values()):
-        gen = sample(sft_params, model_cfg, [prompt] * draws, jax.random.fold_in(key, j))
-        tokens, logprobs = np.asarray(gen.tokens), np.asarray(gen.logprobs).sum(axis=1)  # [M, T], [M]
-        gold = gold_scores(world, [prompt] * draws, tokens)  # [M]
-        keep = bon.distinct_responses(tokens)
-        coverage += count * float(np.exp(logprobs[keep]).sum())
-        for name, rm in rms.items():
-            scores = np.asarray(reward_model.score(rm, gen.tokens, gen.valid, model_cfg))  # [M]
-            sums[name] += count * np.array([[best_of_n_mean(scores, gold, n) for n in ns],
-                                            [best_of_n_mean(scores, scores, n) for n in ns],
-                                            [bon.finite_best_of_n_kl(logprobs[keep], scores[keep], n) for n in ns]])
-            top = int(np.argmax(scores))
-            favourites[name][" ".join(prompt.words[2:-1])] = (_text(tokens[top:top + 1])[0], float(gold[top]))
-    total = sum(count for _, count in distinct.values())
-    return {name: {"n": list(ns), "gold": list(s[0] / total), "proxy": list(s[1] / total), "kl": list(s[2] / total),
-                   "bound": [bon.kl_bound(n) for n in ns], "coverage": coverage / total, "favourites": favourites[name]}
-            for name, s in sums.items()}
-
-
 # ---------------------------------------------------------------- PPO, measured along the way
 
 
@@ -185,29 +87,10 @@ def checkpoints(iterations: int, count: int) -> list[int]:
     return [int(i) for i in marks]
 
 
-def behaviour(world: World, prompts: list[Prompt], tokens: np.ndarray) -> dict[str, float]:
-    """What the responses do: refuse answerable questions, answer them right, say "definitely", leak, ramble."""
-    parsed = [parse_response(w, ended, world.secret) for w, ended in decode_responses(tokens)]
-    answerable = np.array([p.kind != "secret" for p in prompts])
-    refused = np.array([r.refusal for r in parsed])
-    right = np.array([r.answer == p.answer for r, p in zip(parsed, prompts)])
-    return {"answer_rate": float(np.mean([r.formatted for r in parsed])),
-            "refuses_answerable": float(refused[answerable].mean()) if answerable.any() else 0.0,
-            "right_answerable": float(right[answerable].mean()) if answerable.any() else 0.0,
-            "refuses_secret": float(refused[~answerable].mean()) if (~answerable).any() else 0.0,
-            "definitely": float(np.mean([r.confidence == "definitely" for r in parsed])),
-            "leaks": float(np.mean([r.leaked for r in parsed])),
-            "words": float(np.mean([len(w) for w, _ in decode_responses(tokens)]))}
-
-
-def measure(params: dict, base: BaseModels, prompts: list[Prompt], shown: list[int]) -> dict:
-    """Gold, proxy, exact KL to SFT and behaviour of `params` on prompts (the eval key: the same draws each time)."""
-    model_cfg = base.cfg.model
-    ev = evaluate(params, model_cfg, base.world, prompts, base.keys["eval"], ref_params=base.sft)
-    proxy = np.asarray(reward_model.score(base.rm, ev["tokens"], ev["valid"], model_cfg))
-    return {"gold": ev["gold_reward"], "gold_se": float(np.std(ev["gold"]) / np.sqrt(len(prompts))),
-            "proxy": float(proxy.mean()), "kl": ev["kl_to_sft"], **behaviour(base.world, prompts, ev["tokens"]),
-            "samples": [(t, float(g)) for t, g in zip(_text(ev["tokens"][shown]), ev["gold"][shown])]}
+def measure_shown(params: dict, base: BaseModels, prompts: list[Prompt], shown: list[int]) -> dict:
+    """`toolkit.measure` of params, with the responses to the `shown` prompts kept for reading."""
+    stats, ev = measure(params, base, prompts)
+    return stats | {"samples": [(t, float(g)) for t, g in zip(response_text(ev["tokens"][shown]), ev["gold"][shown])]}
 
 
 def run_name(beta: float, lr: float) -> str:
@@ -217,47 +100,33 @@ def run_name(beta: float, lr: float) -> str:
 def ppo_curve(cfg: Config, base: BaseModels, prompts: list[Prompt], shown: list[int], beta: float, lr: float,
               start: dict) -> dict:
     """PPO at this beta and lr from SFT against the pipeline's RM, measured at `checkpoints`; `start` is SFT's measure."""
-    model_cfg = base.cfg.model
     ppo_cfg = dataclasses.replace(base.cfg.ppo, beta=beta, iterations=cfg.ppo_iterations, lr=lr)
     marks, points = set(checkpoints(cfg.ppo_iterations, cfg.n_checkpoints)), [{"iteration": 0, **start}]
 
     def on_iteration(i: int, params: dict) -> None:
         if i in marks:
-            points.append({"iteration": i, **measure(params, base, prompts, shown)})
+            points.append({"iteration": i, **measure_shown(params, base, prompts, shown)})
 
-    ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, reward_model.reward_fn(model_cfg), base.rm,
-                  partial(sample_prompts, base.world), model_cfg, ppo_cfg, value_params=base.rm, on_iteration=on_iteration)
+    train_ppo(base, ppo_cfg, on_iteration=on_iteration)
     return {k: [p[k] for p in points] for k in points[0]}
 
 
 # ---------------------------------------------------------------- one seed, many seeds
 
 
-def peak(d: list[float], gold: list[float], proxy: list[float], gold_se: list[float] | None = None) -> dict:
-    """Where gold peaks along a curve, how far it falls after, and whether the proxy still rose meanwhile."""
-    i = int(np.argmax(gold))
-    drop = gold[i] - gold[-1]
-    out = {"d_peak": d[i], "kl_peak": d[i] ** 2, "gold_peak": gold[i], "gold_end": gold[-1], "d_end": d[-1],
-           "drop": drop, "proxy_at_peak": proxy[i], "proxy_end": proxy[-1], "proxy_max": max(proxy),
-           "peak_inside": 0 < i < len(gold) - 1}
-    if gold_se is not None:  # a fall counts when it exceeds twice the standard error of the two means
-        out["drop_se"] = float(np.hypot(gold_se[i], gold_se[-1]))
-    return out
-
-
 def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
     """Everything for one seed's base models (SFT, the pipeline's RM); extra RMs come from `cache`."""
     seed = base.cfg.seed
-    prompts = sample_prompts(base.world, np.random.default_rng(seed + 1), cfg.n_eval, split="heldout")
+    prompts = eval_prompts(base, cfg.n_eval)
     shown = [i for kind in PROMPT_KINDS for i in [j for j, p in enumerate(prompts) if p.kind == kind][:2]][:cfg.n_shown]
-    start = measure(base.sft, base, prompts, shown)
+    start = measure_shown(base.sft, base, prompts, shown)
     runs = {run_name(beta, lr): ppo_curve(cfg, base, prompts, shown, beta, lr, start) for beta, lr in cfg.ppo_runs}
     main = str(base.cfg.rm.n_pairs)  # the pipeline's RM, named like the others by its number of pairs
     rms, rm_accuracy = {main: base.rm}, {main: base.rm_metrics.get("accuracy_gold")}
     for k in sorted(set(cfg.rm_pairs) - {base.cfg.rm.n_pairs}):
         other = base_models(seed, dataclasses.replace(base.cfg, rm=dataclasses.replace(base.cfg.rm, n_pairs=k)), cache)
         rms[str(k)], rm_accuracy[str(k)] = other.rm, other.rm_metrics.get("accuracy_gold")
-    curves = best_of_n_curves(base.keys["bon"], base.sft, rms, base.world, prompts, cfg.bon_ns, cfg.bon_draws, base.cfg.model)
+    curves = best_of_n_curves(base, rms, prompts, cfg.bon_ns, cfg.bon_draws)
     for name, c in curves.items():
         c["d"] = list(np.sqrt(np.maximum(c["kl"], 0.0)))
         c["rm_accuracy_gold"] = rm_accuracy[name]
@@ -270,35 +139,14 @@ def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
     for form, curve, fit in (("bon", main_bon, fit_bon), ("rl", main_rl, fit_rl)):
         alpha, beta = fit(np.array(curve["d"]), np.array(curve["gold"]) - curve["gold"][0])
         fits[form] = {"alpha": alpha, "beta": beta, "d_peak": form_peak(form, alpha, beta), "gold_0": curve["gold"][0]}
-    return {"seed": seed, "rm_pairs": main, "prompts_shown": [" ".join(prompts[i].words[2:-1]) for i in shown], "ppo": runs,
+    return {"seed": seed, "rm_pairs": main, "prompts_shown": [question(prompts[i]) for i in shown], "ppo": runs,
             "bon": curves, "fits": fits}
 
 
 def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict[int, BaseModels] | None = None) -> dict:
     """Run every seed; `bases` may hold already-trained base models by seed (a notebook passes its own)."""
-    per_seed = {}
-    for seed in seeds:
-        base = (bases or {}).get(seed) or base_models(seed, cfg.pipeline, cache)
-        per_seed[str(seed)] = run_seed(cfg, base, cache)
-    return plain({"experiment": "overoptimization", "config": _config_dict(cfg), "seeds": per_seed,
-                  "aggregate": aggregate(per_seed, cfg)})
-
-
-def plain(x):
-    """numpy numbers -> Python numbers, tuples -> lists, all the way down: what json.dumps writes."""
-    if isinstance(x, dict):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return plain(x.tolist())
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    return x
+    per_seed = {str(seed): run_seed(cfg, base, cache) for seed, base in seed_bases(cfg, seeds, cache, bases)}
+    return result("overoptimization", cfg, per_seed, aggregate(per_seed, cfg))
 
 
 def aggregate(per_seed: dict, cfg: Config) -> dict:
@@ -319,19 +167,10 @@ def aggregate(per_seed: dict, cfg: Config) -> dict:
     return out
 
 
-def _config_dict(cfg: Config) -> dict:
-    d = dataclasses.asdict(cfg)
-    d.pop("pipeline")
-    return d
-
-
-def _text(tokens: np.ndarray) -> list[str]:
-    return [" ".join(w) + (" <eos>" if ended else " ...") for w, ended in decode_responses(np.asarray(tokens))]
-
-
 # ---------------------------------------------------------------- plot and summary
 
 SEED_STYLES = ("-", "--", ":", "-.")
+HACK_FIGURES = ("gold", "proxy", "kl", "refuses_answerable", "right_answerable", "definitely", "answer_rate", "words")
 
 
 def plot(result: dict) -> plt.Figure:
@@ -408,14 +247,11 @@ def summary(result: dict) -> str:
     lines += ["", ("**Across seeds** (mean ± std [min, max]); 'gold falls' counts seeds whose gold peaks inside the "
                    "curve and ends lower by more than 2 standard errors (PPO) or at all (best-of-n, computed from the "
                    "same draws):"), ""]
-    def fmt(s: dict) -> str:
-        return f"{s['mean']:.2f} ± {s['std']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
-
     for name, a in agg.items():
         if name.startswith("fit"):
             continue
-        lines.append(f"- {name}: peak at d = {fmt(a['d_peak'])}, gold at peak {fmt(a['gold_peak'])}, at the end "
-                     f"{fmt(a['gold_end'])}; gold falls in {a['gold_falls']}/{a['seeds']} seeds, the proxy ends above its "
+        lines.append(f"- {name}: peak at d = {fmt(a['d_peak'], 2)}, gold at peak {fmt(a['gold_peak'], 2)}, at the end "
+                     f"{fmt(a['gold_end'], 2)}; gold falls in {a['gold_falls']}/{a['seeds']} seeds, the proxy ends above its "
                      f"value at the gold peak in {a['proxy_rises']}/{a['seeds']}.")
     lines += ["", "**Fits** (least squares on gold gained over SFT):", ""]
     for form, eq in (("bon", "R_bon(d) = d(alpha - beta d)"), ("rl", "R_RL(d) = d(alpha - beta log d)")):
@@ -428,11 +264,9 @@ def summary(result: dict) -> str:
     i_peak = int(np.argmax(rl["gold"]))
     lines += ["", (f"**What the hack looks like** (seed {first['seed']}, PPO {next(iter(first['ppo']))}): at the gold "
                    f"peak (iteration {rl['iteration'][i_peak]}) vs the end (iteration {rl['iteration'][-1]}):"), "",
-              "| | SFT | gold peak | end |", "|---|---|---|---|"]
-    for k in ("gold", "proxy", "kl", "refuses_answerable", "right_answerable", "definitely", "answer_rate", "words"):
-        lines.append(f"| {k} | {rl[k][0]:.3f} | {rl[k][i_peak]:.3f} | {rl[k][-1]:.3f} |")
-    lines += ["", "| prompt | SFT | at the gold peak | at the end |", "|---|---|---|---|"]
-    for j, prompt in enumerate(first["prompts_shown"]):
-        cells = [f"{rl['samples'][i][j][0]} ({rl['samples'][i][j][1]:+.1f})" for i in (0, i_peak, -1)]
-        lines.append(f"| {prompt} | " + " | ".join(cells) + " |")
+              *table(["", "SFT", "gold peak", "end"],
+                     [[k, *(f"{rl[k][i]:.3f}" for i in (0, i_peak, -1))] for k in HACK_FIGURES]), "",
+              *table(["prompt", "SFT", "at the gold peak", "at the end"],
+                     [[prompt, *(f"{rl['samples'][i][j][0]} ({rl['samples'][i][j][1]:+.1f})" for i in (0, i_peak, -1))]
+                      for j, prompt in enumerate(first["prompts_shown"])])]
     return "\n".join(lines)

@@ -37,6 +37,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from minirlhf import pretrain, transformer
+from minirlhf.experiments.toolkit import result
 from minirlhf.ops import numpy_rng
 from minirlhf.tokenizer import VOCAB_SIZE
 from minirlhf.training import OptimConfig, TrainState, init_state, make_optimizer
@@ -158,8 +159,8 @@ def run(cfg: Config = Config(), seeds=(0, 1, 2), cache=None) -> dict:
         return run_in_child(cfg, seeds, cfg.host_devices)
     per_seed = {str(s): compare(cfg, s) for s in seeds}
     diffs = [r["max_abs_param_diff"] for r in per_seed.values()]
-    return {"config": asdict(cfg), "seeds": per_seed, "aggregate": {
-        "max_abs_param_diff": float(np.max(diffs)), "devices": next(iter(per_seed.values()))["data_parallel"]["devices"]}}
+    return result("sharding", cfg, per_seed, {"max_abs_param_diff": float(np.max(diffs)),
+                                              "devices": next(iter(per_seed.values()))["data_parallel"]["devices"]})
 
 
 def run_in_child(cfg: Config, seeds, n_devices: int, timeout: float = 900) -> dict:
@@ -172,9 +173,9 @@ def run_in_child(cfg: Config, seeds, n_devices: int, timeout: float = 900) -> di
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"the child process with {n_devices} devices failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["child_process"] = {"XLA_FLAGS": env["XLA_FLAGS"]}
-    return result
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["config"]["child_process"] = {"XLA_FLAGS": env["XLA_FLAGS"]}  # how it ran: simulated devices
+    return out
 
 
 def plot(result: dict) -> plt.Figure:
@@ -202,8 +203,8 @@ def summary(result: dict) -> str:
         lines.append(f"| {s} | {dp['devices']} ({dp['platform']}) | {dp['batch_shards']} | {r['max_abs_param_diff']:.2e} "
                      f"(params up to {r['max_abs_param']:.2f}) | {r['max_abs_loss_diff']:.2e} | "
                      f"{r['one_device']['step_seconds']:.3f} / {dp['step_seconds']:.3f} |")
-    if "child_process" in result:
-        lines += ["", f"Run in a child process with `XLA_FLAGS={result['child_process']['XLA_FLAGS']}`: "
+    if "child_process" in c:
+        lines += ["", f"Run in a child process with `XLA_FLAGS={c['child_process']['XLA_FLAGS']}`: "
                   "simulated CPU devices share the same cores, so the step times show the cost of the "
                   "layout, not a speed-up."]
     return "\n".join(lines)

@@ -13,22 +13,20 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minirlhf import ppo, reward_model
-from minirlhf.evaluation import evaluate, gold_scores
-from minirlhf.experiments import seed_spread
-from minirlhf.experiments.base import base_models
-from minirlhf.gold import gold_components
 from minirlhf.data import decode_responses
+from minirlhf.experiments import seed_spread
+from minirlhf.experiments.base import BaseModels, base_models
+from minirlhf.experiments.toolkit import eval_prompts, fmt, measure, response_text, result, train_ppo
+from minirlhf.gold import gold_components
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.tokenizer import VOCAB_SIZE
 from minirlhf.transformer import ModelConfig
-from minirlhf.world import World, sample_prompts
+from minirlhf.world import World
 
 BIG = ModelConfig(vocab_size=VOCAB_SIZE, d_model=96, n_layers=3, n_heads=4, d_mlp=384)
 MODELS = ("small_sft", "small_ppo", "big_sft")
@@ -76,11 +74,11 @@ def component_means(world: World, prompts, tokens: np.ndarray) -> dict[str, floa
     return {c: float(np.mean([x[c] for x in parts])) for c in COMPONENTS}
 
 
-def measure(name: str, params: dict, model_cfg: ModelConfig, world: World, prompts, key) -> dict:
-    result = evaluate(params, model_cfg, world, prompts, key)
-    return {"gold_reward": result["gold_reward"], "answer_rate": result["answer_rate"], "params": n_params(params),
-            "components": component_means(world, prompts, result["tokens"]),
-            "sample": [" ".join(w) for w, _ in decode_responses(result["tokens"][:4])]}
+def measure_model(params: dict, model_cfg: ModelConfig, base: BaseModels, prompts) -> dict:
+    """`toolkit.measure` (KL to SFT only for a model of SFT's shape), size, gold components and four samples."""
+    stats, ev = measure(params, base, prompts, model_cfg=model_cfg, kl=model_cfg == base.cfg.model)
+    return stats | {"params": n_params(params), "components": component_means(base.world, prompts, ev["tokens"]),
+                    "sample": response_text(ev["tokens"][:4])}
 
 
 def run_seed(seed: int, cfg: Config, cache, small_base=None, big_sft: dict | None = None) -> dict:
@@ -94,36 +92,27 @@ def run_seed(seed: int, cfg: Config, cache, small_base=None, big_sft: dict | Non
     big_seconds = time.perf_counter() - start
     small = small_base or base_models(seed, cfg.pipeline, cache=cache)
     start = time.perf_counter()
-    ppo_cfg = dataclasses.replace(cfg.pipeline.ppo, iterations=cfg.ppo_iterations)
-    small_ppo, _ = ppo.train_ppo(small.keys["ppo"], small.sft, small.sft, reward_model.reward_fn(cfg.pipeline.model),
-                                 small.rm, partial(sample_prompts, small.world), cfg.pipeline.model, ppo_cfg,
-                                 gold_fn=partial(gold_scores, small.world), value_params=small.rm)
+    small_ppo, _ = train_ppo(small, dataclasses.replace(cfg.pipeline.ppo, iterations=cfg.ppo_iterations))
     ppo_seconds = time.perf_counter() - start
-    prompts = sample_prompts(small.world, np.random.default_rng(seed + 1), cfg.n_eval, split="heldout")
-    key = small.keys["eval"]
-    out = {"small_sft": measure("small_sft", small.sft, cfg.pipeline.model, small.world, prompts, key),
-           "small_ppo": measure("small_ppo", small_ppo, cfg.pipeline.model, small.world, prompts, key),
-           "big_sft": measure("big_sft", big_sft, cfg.big, small.world, prompts, key)}
+    prompts = eval_prompts(small, cfg.n_eval)
+    model = cfg.pipeline.model
+    out = {"small_sft": measure_model(small.sft, model, small, prompts),
+           "small_ppo": measure_model(small_ppo, model, small, prompts),
+           "big_sft": measure_model(big_sft, cfg.big, small, prompts)}
     out["seconds"] = {"big_pretrain_sft_or_load": round(big_seconds, 1), "small_ppo": round(ppo_seconds, 1)}
     return out
 
 
 def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache") -> dict:
-    return result(cfg, {str(s): run_seed(s, cfg, cache) for s in seeds})
+    return collect(cfg, {str(s): run_seed(s, cfg, cache) for s in seeds})
 
 
-def result(cfg: Config, per_seed: dict) -> dict:
-    """The JSON-able result: each seed's measurements, and their spread over seeds."""
-    agg = {}
-    for m in MODELS:
-        s = seed_spread([r[m]["gold_reward"] for r in per_seed.values()])
-        agg[m] = {"gold_mean": s["mean"], "gold_std": s["std"], "gold_min": s["min"], "gold_max": s["max"]}
-    margins = [r["small_ppo"]["gold_reward"] - r["big_sft"]["gold_reward"] for r in per_seed.values()]
-    agg["small_ppo_minus_big_sft"] = {"mean": float(np.mean(margins)), "min": float(np.min(margins)),
-                                      "max": float(np.max(margins)), "wins": int(sum(m > 0 for m in margins))}
-    return {"config": {"big": dataclasses.asdict(cfg.big), "small": dataclasses.asdict(cfg.pipeline.model),
-                       "ppo_iterations": cfg.ppo_iterations, "n_eval": cfg.n_eval},
-            "seeds": per_seed, "aggregate": agg}
+def collect(cfg: Config, per_seed: dict) -> dict:
+    """The result of these seeds' `run_seed`s: the seeds, and the spread over seeds of each model's gold."""
+    agg = {m: {"gold": seed_spread([r[m]["gold"] for r in per_seed.values()])} for m in MODELS}
+    margins = [r["small_ppo"]["gold"] - r["big_sft"]["gold"] for r in per_seed.values()]
+    agg["small_ppo_minus_big_sft"] = seed_spread(margins) | {"wins": int(sum(m > 0 for m in margins))}
+    return result("small_vs_big", cfg, per_seed, agg, small=dataclasses.asdict(cfg.pipeline.model))
 
 
 def plot(result: dict) -> plt.Figure:
@@ -131,7 +120,7 @@ def plot(result: dict) -> plt.Figure:
     seeds = list(result["seeds"].values())
     fig, (ax, ax_c) = plt.subplots(1, 2, figsize=(10.5, 3.6), gridspec_kw={"width_ratios": [1, 1.6]})
     for i, m in enumerate(MODELS):
-        gold = [s[m]["gold_reward"] for s in seeds]
+        gold = [s[m]["gold"] for s in seeds]
         ax.bar(i, np.mean(gold), color=COLORS[m], alpha=0.7)
         ax.plot(np.full(len(gold), i), gold, "k.", ms=6)
     ax.set_xticks(range(len(MODELS)), [f"{LABELS[m]}\n{seeds[0][m]['params'] / 1e3:.0f}k params" for m in MODELS],
@@ -159,13 +148,13 @@ def summary(result: dict) -> str:
              f"{first['big_sft']['params']:,} params; PPO {c['ppo_iterations']} iterations; {c['n_eval']} held-out prompts)",
              "", "| seed | " + " | ".join(LABELS[m] for m in MODELS) + " | small PPO - big SFT |", "|---|---|---|---|---|"]
     for s, r in seeds.items():
-        lines.append(f"| {s} | " + " | ".join(f"{r[m]['gold_reward']:.3f} (answers {r[m]['answer_rate']:.0%})"
+        lines.append(f"| {s} | " + " | ".join(f"{r[m]['gold']:.3f} (answers {r[m]['answer_rate']:.0%})"
                                               for m in MODELS) +
-                     f" | {r['small_ppo']['gold_reward'] - r['big_sft']['gold_reward']:+.3f} |")
-    lines.append("| mean ± std | " + " | ".join(f"{agg[m]['gold_mean']:.3f} ± {agg[m]['gold_std']:.3f}" for m in MODELS)
-                 + f" | {agg['small_ppo_minus_big_sft']['mean']:+.3f} |")
+                     f" | {r['small_ppo']['gold'] - r['big_sft']['gold']:+.3f} |")
+    lines.append("| mean ± std [min, max] | " + " | ".join(fmt(agg[m]["gold"]) for m in MODELS)
+                 + f" | {fmt(agg['small_ppo_minus_big_sft'], signed=True)} |")
     d = agg["small_ppo_minus_big_sft"]
     lines += ["", f"The small RLHF model beats the big SFT-only model in {d['wins']} of {len(seeds)} seeds "
               f"(margin {d['min']:+.3f} to {d['max']:+.3f}); big SFT minus small SFT: "
-              f"{agg['big_sft']['gold_mean'] - agg['small_sft']['gold_mean']:+.3f} on average."]
+              f"{agg['big_sft']['gold']['mean'] - agg['small_sft']['gold']['mean']:+.3f} on average."]
     return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""The experiment toolkit: one reading of what a response does, one result schema, one formatter, no experiment
+importing another."""
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minirlhf.data import encode_pairs
+from minirlhf.experiments import EXPERIMENTS, seed_spread, toolkit
+from minirlhf.tokenizer import PAD_ID
+from minirlhf.world import make_world, math_prompt, parse_response, secret_prompt
+
+WORLD = make_world()
+PACKAGE = Path(__file__).resolve().parents[1] / "minirlhf" / "experiments"
+
+
+def tokens_of(prompts, texts, cut=()):
+    """The shared layout for these responses; rows in `cut` lose their EOS (cut off by the response width)."""
+    batch = encode_pairs(prompts, [t.split() for t in texts])
+    tokens = np.array(batch["tokens"])
+    for i in cut:
+        tokens[i, np.flatnonzero(batch["valid"][i])[-1]] = PAD_ID  # the last valid token, EOS, becomes padding
+    return tokens
+
+
+def test_a_cut_off_reply_is_not_an_answer_but_its_leak_counts():
+    math, secret = math_prompt(3, "plus", 4), secret_prompt(WORLD, 0)
+    code = " ".join(WORLD.secret)
+    prompts = [math, math, secret, secret]
+    texts = ["definitely it is 7 .", "definitely it is 7 .", f"it is {code} .", "sorry i can not share that ."]
+    b = toolkit.behaviour(WORLD, prompts, tokens_of(prompts, texts, cut=(1, 2)))
+    assert b["right_answerable"] == 0.5, (
+        "of the two math replies only the finished one is right: a cut-off reply is not an answer (gold scores it "
+        f"-0.5 whatever it says), got {b['right_answerable']}")
+    assert b["definitely"] == 0.25, "only the finished 'definitely' reply says definitely"
+    assert b["leaks"] == 0.5, "the cut-off reply that wrote the code leaks it: gold charges a leak either way"
+    assert b["refuses_secret"] == 0.5 and b["answer_rate"] == 0.5
+
+
+def test_the_predicates_read_the_answer_grammar():
+    p = parse_response("maybe it is 7 .".split(), True, WORLD.secret)
+    assert toolkit.answered_right(math_prompt(3, "plus", 4), p) and not toolkit.says_definitely(p)
+    assert not toolkit.answered_right(math_prompt(3, "plus", 5), p), "a wrong value is not right"
+    r = parse_response("sorry i can not share that .".split(), True, WORLD.secret)
+    assert toolkit.refused(r) and not toolkit.leaked(r)
+
+
+def test_a_share_of_nothing_is_nan():
+    assert np.isnan(toolkit.share([])) and toolkit.share([True, False]) == 0.5
+
+
+def test_fmt_is_mean_std_min_max():
+    s = seed_spread([0.1, 0.3])
+    assert toolkit.fmt(s) == "0.200 ± 0.141 [0.100, 0.300]"
+    assert toolkit.fmt(s, 2, signed=True) == "+0.20 ± 0.14 [+0.10, +0.30]"
+    assert toolkit.fmt(None) == "n/a"
+
+
+def test_spread_tree_keeps_the_shape_and_drops_what_is_not_a_number():
+    trees = [{"a": {"b": 1.0, "text": "x"}, "curve": [1, 2], "n": 2, "flag": True}, {"a": {"b": 3.0}, "curve": [3], "n": 4}]
+    out = toolkit.spread_tree(trees)
+    assert set(out) == {"a", "n"} and set(out["a"]) == {"b"}, "texts, curves, bools and keys a seed lacks are left out"
+    assert out["a"]["b"]["mean"] == 2.0 and out["n"]["values"] == [2.0, 4.0]
+    assert toolkit.at(out, "a/b/mean") == 2.0 and toolkit.at(out, "a/c") is None
+
+
+def test_table_is_markdown():
+    assert toolkit.table(["x", "y"], [["1", "2"]]) == ["| x | y |", "|---|---|", "| 1 | 2 |"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_no_experiment_imports_another(name):
+    tree = ast.parse((PACKAGE / f"{EXPERIMENTS[name]}.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {node.module.rsplit(".", 1)[-1]} | {f"{node.module}.{a.name}".rsplit(".", 1)[-1]
+                                                             for a in node.names if node.module.endswith("experiments")}
+        elif isinstance(node, ast.Import):
+            imported |= {a.name.rsplit(".", 1)[-1] for a in node.names}
+    others = imported & (set(EXPERIMENTS.values()) - {EXPERIMENTS[name]})
+    assert not others, (f"experiments/{EXPERIMENTS[name]}.py imports the experiment(s) {sorted(others)}: what two "
+                        f"experiments share belongs in experiments/toolkit.py")
