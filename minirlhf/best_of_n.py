@@ -37,9 +37,8 @@ from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf import transformer
 from minirlhf.data import PROMPT_WIDTH, encode_prompts
-from minirlhf.evaluation import EVAL_SAMPLE
 from minirlhf.reward_model import reward
-from minirlhf.sampling import SampleConfig, generate
+from minirlhf.sampling import EVAL_SAMPLE, SampleConfig, generate
 from minirlhf.tokenizer import EOS_ID, PAD_ID
 from minirlhf.world import Prompt
 

@@ -38,7 +38,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf import transformer
 from minirlhf.data import PROMPT_WIDTH, decode_responses, response_mask
-from minirlhf.evaluation import sample
+from minirlhf.sampling import sample
 from minirlhf.ops import numpy_rng
 from minirlhf.pretrain import lm_loss
 from minirlhf.tokenizer import BOT, TOKEN_ID, USER, VOCAB, encode, pad_left

@@ -16,22 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from minirlhf import transformer
-from minirlhf.data import PROMPT_WIDTH, RESPONSE_WIDTH, decode_responses, encode_prompts, response_mask
+from minirlhf.data import PROMPT_WIDTH, decode_responses, response_mask
 from minirlhf.gold import gold_reward
 from minirlhf.ops import exact_kl, masked_sum
-from minirlhf.sampling import Generation, SampleConfig, generate
+from minirlhf.sampling import sample
 from minirlhf.tokenizer import EOS_ID, PAD_ID
 from minirlhf.world import Prompt, World, parse_response
-
-EVAL_SAMPLE = SampleConfig(max_new_tokens=RESPONSE_WIDTH, temperature=1.0)
-
-
-def sample(params: dict, cfg: transformer.ModelConfig, prompts: list[Prompt], key: jax.Array,
-           sample_cfg: SampleConfig = EVAL_SAMPLE) -> Generation:
-    """One response per prompt, in the shared [B, P + R] layout."""
-    tokens, valid = encode_prompts(prompts)
-    return generate(params, jnp.asarray(tokens), jnp.asarray(valid), key, cfg, sample_cfg, EOS_ID, PAD_ID)
-
 
 def gold_scores(world: World, prompts: list[Prompt], tokens: np.ndarray) -> np.ndarray:
     """The ideal human's score of every sampled response, [B]."""

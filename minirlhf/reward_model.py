@@ -24,7 +24,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf import transformer
-from minirlhf.evaluation import sample
+from minirlhf.sampling import sample
 from minirlhf.ops import numpy_rng
 from minirlhf.preferences import Labeler, label_noise_ceiling, make_pairs, train_arrays
 from minirlhf.training import OptimConfig, fit

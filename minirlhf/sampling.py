@@ -19,8 +19,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from minirlhf.data import RESPONSE_WIDTH, encode_prompts
 from minirlhf.ops import NEG_INF
+from minirlhf.tokenizer import EOS_ID, PAD_ID
 from minirlhf.transformer import ModelConfig, decode_step, prefill
+from minirlhf.world import Prompt
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,13 @@ def generate(
     tokens = jnp.concatenate([prompt_tokens, response.T.astype(prompt_tokens.dtype)], axis=1)  # [B, P+R]
     logprobs = jnp.pad(logprobs.T, ((0, 0), (P, 0)))  # [B, P+R]
     return Generation(tokens, valid, logprobs)
+
+
+EVAL_SAMPLE = SampleConfig(max_new_tokens=RESPONSE_WIDTH, temperature=1.0)  # plain sampling, as the policy is
+
+
+def sample(params: dict, cfg: ModelConfig, prompts: list[Prompt], key: jax.Array,
+           sample_cfg: SampleConfig = EVAL_SAMPLE) -> Generation:
+    """One response per prompt, in the shared [B, P + R] layout."""
+    tokens, valid = encode_prompts(prompts)
+    return generate(params, jnp.asarray(tokens), jnp.asarray(valid), key, cfg, sample_cfg, EOS_ID, PAD_ID)

@@ -118,3 +118,17 @@ def test_minirlhf_has_no_import_cycle():
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+RUNNING = {"minirlhf.evaluation", "minirlhf.pipeline", "minirlhf.report", "minirlhf.plots", "minirlhf.bench",
+           "minirlhf.__main__"}  # measuring and running the stages
+
+
+def test_layers_point_down():
+    """Stages don't import measurement or running."""
+    graph = import_graph()
+    upward = [(m, d) for m, deps in graph.items() for d in deps
+              if d in RUNNING | {"minirlhf.experiments", "minirlhf.grade"} and m not in RUNNING
+              and not m.startswith(("minirlhf.experiments", "minirlhf.grade"))]
+    assert not upward, (f"{upward[0][0]} (a stage) imports {upward[0][1]}: stages sit below measuring and running; "
+                        "move what they share (e.g. sampling a batch of prompts) down into the stage layer")
