@@ -1,5 +1,7 @@
-"""docs/tools/line_counts.py: every .py file of the package counted once, in the part its audience reads."""
+"""docs/tools/line_counts.py counts every .py file of the package once, in the part its audience reads; the
+README's layout table names every top-level module."""
 import importlib.util
+import re
 from pathlib import Path
 
 TOOL = Path(__file__).resolve().parents[1] / "docs" / "tools" / "line_counts.py"
@@ -28,3 +30,14 @@ def test_the_repository_package_is_counted_whole():
     every = {str(p.relative_to(package)) for p in package.rglob("*.py") if "__pycache__" not in p.parts}
     assert set().union(*counts.values()) == every, "every module of minirlhf/ should be in exactly one part"
     assert "bench.py" in counts["running"] and "ppo.py" in counts["stages"]
+
+
+def test_the_readme_layout_names_every_top_level_module():
+    """The README's layout rows for minirlhf/ name each module that exists, once, and none that does not."""
+    readme = (TOOL.parents[2] / "README.md").read_text()
+    rows = [line.split("|")[2] for line in readme.splitlines() if line.startswith("| `minirlhf/`: ")]
+    named = [name for row in rows for name in re.findall(r"`(\w+)`", row)]
+    modules = {p.stem for p in (TOOL.parents[2] / "minirlhf").glob("*.py")} - {"__init__"}
+    assert not modules - set(named), f"README's layout table does not name {sorted(modules - set(named))}"
+    assert not set(named) - modules, f"README's layout table names modules that do not exist: {set(named) - modules}"
+    assert len(named) == len(set(named)), "each module should be named in one place of the layout table"
