@@ -1,7 +1,7 @@
 """The command line's plumbing: every option reaches the function it names, `experiment` writes its three files,
 and the speed check's timer reports what it says. The full `python -m minirlhf run --quick`, in a fresh process,
-is in test_pipeline.py beside the in-process run it must equal; bench's jitted runners are left out (their
-compiles alone take about 10 s of CPU)."""
+is in test_pipeline.py beside the in-process run it must equal; bench's jitted runners are tested on a tiny
+model in test_bench.py."""
 import json
 import time
 import types

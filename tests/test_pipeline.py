@@ -110,33 +110,6 @@ def test_cli_in_a_fresh_process_writes_the_same_run(quick_run):
         "the CLI's --quick --seed 0 should run exactly PipelineConfig.quick(seed=0)")
 
 
-def test_update_readme_replaces_only_the_results_block(quick_run, tmp_path):
-    out, m, _ = quick_run
-    head = "# title\n\nintro\n"
-    tail = "\nafter the block; a second <!-- results:end --> stays: the first end marker closes the block\n"
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{head}<!-- results:start -->\nold table\n<!-- results:end -->{tail}")
-    report.update_readme(str(out), str(readme), str(tmp_path / "figs"))
-    text = readme.read_text()
-    assert text.startswith(f"{head}<!-- results:start -->\n"), "the text before the start marker must be kept as it was"
-    assert text.endswith(f"\n<!-- results:end -->{tail}"), "the text after the end marker must be kept as it was"
-    block = text[len(head) + len("<!-- results:start -->\n"): -len(f"\n<!-- results:end -->{tail}")]
-    assert "old table" not in block and "results:" not in block, "the old block (and only it) should be replaced"
-    assert block.startswith("From `python -m minirlhf run --seed 0`"), "the block should name the command and seed"
-    sft = m["sft"]
-    assert f"| sft | {sft['gold_reward']:.3f} | {round(100 * sft['answer_rate'])}% | 0.00 |" in block, (
-        "the block's table should quote the run's metrics.json")
-    assert f"{100 * m['reward_model']['accuracy_gold']:.1f}% held-out accuracy" in block, (
-        "the block should quote the RM's held-out accuracy against gold")
-    for name in ("reward_vs_kl.png", "gold_vs_proxy.png", "training_curves.png"):
-        assert (tmp_path / "figs" / name).read_bytes() == (out / name).read_bytes(), f"{name} should be copied"
-        assert f"({tmp_path / 'figs'}/{name})" in block, f"the block should show {name} from the figures folder"
-    readme.write_text("no markers here\n")
-    with pytest.raises(ValueError, match="markers"):
-        report.update_readme(str(out), str(readme), str(tmp_path / "figs"))
-    assert readme.read_text() == "no markers here\n", "a README without markers must be left untouched"
-
-
 def test_cli_rejects_unknown_options(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--sede", "3"])
