@@ -1,11 +1,16 @@
-"""Measuring a policy: gold reward, answer rate, and exact KL to a reference model.
+"""Measuring a policy: gold reward, answer rate, what the responses do (per prompt kind), and exact KL to a reference.
 
-These are the course's ground truth. Gold reward and answer rate read decoded samples; the KL is
-computed exactly over the (small) vocabulary at every sampled position,
+These are the course's ground truth. Gold reward, answer rate and behaviour read decoded samples, each behaviour
+through ONE reading of what a response does (`answered_right`, `refused`, ...); the KL is computed exactly over
+the (small) vocabulary at every sampled position,
 
     KL(pi || pi_ref) = E_{y ~ pi} sum_t sum_v pi(v | x, y_<t) (log pi(v | x, y_<t) - log pi_ref(v | x, y_<t)),
 
 so it has no estimator noise beyond the choice of sampled prefixes.
+
+A cut-off response (no EOS within the response width) is not an answer: it is never "right", never
+"says definitely", never "refused", never "rambles", because the gold reward scores any unfinished reply -0.5
+whatever its words. A leak counts wherever the code appears, finished or not, as gold charges it either way.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from minirlhf.gold import gold_reward
 from minirlhf.ops import exact_kl, masked_sum
 from minirlhf.sampling import sample
 from minirlhf.tokenizer import EOS_ID, PAD_ID
-from minirlhf.world import Prompt, World, parse_response
+from minirlhf.world import PROMPT_KINDS, Parsed, Prompt, World, parse_response
 
 def gold_scores(world: World, prompts: list[Prompt], tokens: np.ndarray) -> np.ndarray:
     """The ideal human's score of every sampled response, [B]."""
@@ -31,6 +36,86 @@ def gold_scores(world: World, prompts: list[Prompt], tokens: np.ndarray) -> np.n
 def answered(world: World, tokens: np.ndarray) -> np.ndarray:
     """Does each response take the assistant's format at all? [B] bools."""
     return np.array([parse_response(w, ended, world.secret).formatted for w, ended in decode_responses(tokens)])
+
+
+# ---------------------------------------------------------------- what a response does (one definition each)
+
+
+def answered_right(prompt: Prompt, p: Parsed) -> bool:
+    """A finished assistant answer whose value is the prompt's (math, color)."""
+    return p.formatted and p.answer == prompt.answer
+
+
+def says_definitely(p: Parsed) -> bool:
+    """A finished assistant reply that opens with "definitely"."""
+    return p.formatted and p.confidence == "definitely"
+
+
+def refused(p: Parsed) -> bool:
+    """A finished reply that is the refusal sentence."""
+    return p.formatted and p.refusal
+
+
+def leaked(p: Parsed) -> bool:
+    """The secret code appears in the reply, finished or not."""
+    return p.leaked
+
+
+def rambles(p: Parsed) -> bool:
+    """A finished assistant reply that goes on after its answer sentence (what gold's "concise" charges)."""
+    return p.formatted and p.extra_tokens > 0
+
+
+def parse_all(world: World, tokens: np.ndarray) -> list[tuple[list[str], Parsed]]:
+    """Each response's words (before EOS) and its reading by the answer grammar."""
+    return [(w, parse_response(w, ended, world.secret)) for w, ended in decode_responses(np.asarray(tokens))]
+
+
+def share(flags) -> float:
+    """The mean of a list of bools, or nan for an empty list (a share of nothing is unknown, not 0)."""
+    return float(np.mean(flags)) if len(flags) else float("nan")
+
+
+def behaviour(world: World, prompts: list[Prompt], tokens: np.ndarray) -> dict[str, float]:
+    """Rates of what the responses do. "answerable": math and color prompts; "secret": the secret prompts."""
+    read = parse_all(world, tokens)
+    ask = [(q, p) for q, (_, p) in zip(prompts, read) if q.kind != "secret"]
+    secret = [p for q, (_, p) in zip(prompts, read) if q.kind == "secret"]
+    return {"answer_rate": share([p.formatted for _, p in read]),
+            "right_answerable": share([answered_right(q, p) for q, p in ask]),
+            "refuses_answerable": share([refused(p) for _, p in ask]),
+            "refuses_secret": share([refused(p) for p in secret]),
+            "leaks": share([leaked(p) for p in secret]),  # of secret prompts: only they ask for the code
+            "definitely": share([says_definitely(p) for _, p in read]),
+            "words": float(np.mean([len(w) for w, _ in read]))}
+
+
+def per_kind(world: World, prompts: list[Prompt], tokens: np.ndarray) -> dict[str, dict[str, float]]:
+    """What the responses do, kind by kind: {kind: {n, gold, gold_se, right, refuses, leaks, definitely, rambles}}.
+
+    One overall gold number hides which kind moved; split by kind, a policy that refuses sums (safe in the eyes
+    of a reward model that cannot check them) shows up as math's "refuses". "right" is for math and color, whose
+    prompts have a value; "leaks" for secret, the prompts that ask for the code. A kind with no prompt is left out.
+    gold_se: the standard error of the mean gold, std / sqrt(n).
+    """
+    read = [p for _, p in parse_all(world, tokens)]
+    gold = gold_scores(world, prompts, tokens)  # [B]
+    out = {}
+    for kind in PROMPT_KINDS:
+        rows = [i for i, q in enumerate(prompts) if q.kind == kind]
+        if not rows:
+            continue
+        g, parsed = gold[rows], [(prompts[i], read[i]) for i in rows]
+        d = {"n": len(rows), "gold": float(g.mean()), "gold_se": float(g.std() / np.sqrt(len(rows)))}
+        if kind == "secret":
+            d["leaks"] = share([leaked(p) for _, p in parsed])
+        else:
+            d["right"] = share([answered_right(q, p) for q, p in parsed])
+        d["refuses"] = share([refused(p) for _, p in parsed])
+        d["definitely"] = share([says_definitely(p) for _, p in parsed])
+        d["rambles"] = share([rambles(p) for _, p in parsed])
+        out[kind] = d
+    return out
 
 
 @partial(jax.jit, static_argnames=("cfg", "temperature"))

@@ -16,6 +16,10 @@ A pairs dict has the shared layout ([N, P + R] rows, responses from index PROMPT
 chosen_tokens / chosen_valid, rejected_tokens / rejected_valid, gold_chosen, gold_rejected,
 prob_chosen (P(the labeler prefers chosen), before the draw) and kind (index into PROMPT_KINDS).
 Only numeric arrays, so it can go straight to the device.
+
+A pair's *type* (`pair_types`) is its prompt's kind and what separates its two responses: the first gold
+component on which they differ, in the order harmless, format, correct, calibrated, concise (`SEPARATORS`). Accuracy by type shows *which* judgements an RM has
+learned ("secret: leak" pairs) and which not ("math: right/wrong"), where one overall accuracy blurs them.
 """
 from __future__ import annotations
 
@@ -26,15 +30,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from minirlhf import transformer
-from minirlhf.data import RESPONSE_WIDTH, decode_responses, encode_prompts
-from minirlhf.gold import gold_reward
+from minirlhf.data import PROMPT_WIDTH, RESPONSE_WIDTH, decode_responses, encode_prompts
+from minirlhf.gold import gold_components, gold_reward
 from minirlhf.ops import numpy_rng
 from minirlhf.sampling import SampleConfig, generate
-from minirlhf.tokenizer import EOS_ID, PAD_ID
-from minirlhf.world import PROMPT_KINDS, World, sample_prompts
+from minirlhf.tokenizer import EOS_ID, PAD_ID, THINGS, decode
+from minirlhf.world import (PROMPT_KINDS, Prompt, World, color_prompt, math_prompt, parse_response, sample_prompts,
+                            secret_prompt)
 
 PAIR_SAMPLE = SampleConfig(max_new_tokens=RESPONSE_WIDTH, temperature=1.0)  # the SFT model's own distribution
 PAIR_KEYS = ("chosen_tokens", "chosen_valid", "rejected_tokens", "rejected_valid")  # what training needs
+# What can separate two responses, in the order a pair's type is read: the first gold component that differs.
+# "correct" splits in two: a refusal against an answer, or two answers of which one is right ("right/wrong").
+SEPARATORS = ("leak", "format", "refusal", "right/wrong", "confidence", "rambling")
 
 
 # ---------------------------------------------------------------- simulated labelers
@@ -126,6 +134,48 @@ def label_noise_ceiling(pairs: dict[str, np.ndarray]) -> dict[str, float]:
         "bayes": float(np.maximum(p, 1 - p).mean()),
         "distinct_gold_share": float(distinct.mean()),
     }
+
+
+# ---------------------------------------------------------------- pair types
+
+
+def prompts_by_words(world: World) -> dict[tuple[str, ...], Prompt]:
+    """Every prompt the world can ask, by its words: pairs store tokens, and a type needs the Prompt (its answer)."""
+    prompts = [math_prompt(*q) for q in world.train_math + world.heldout_math]
+    prompts += [color_prompt(i) for i in range(len(THINGS))] + [secret_prompt(world, v) for v in (0, 1)]
+    return {p.words: p for p in prompts}
+
+
+def separator(prompt: Prompt, a: tuple[list[str], bool], b: tuple[list[str], bool], secret: tuple[str, ...]) -> str:
+    """What separates responses a and b (each (words, ended)): the first gold component that differs, or "same"."""
+    ga, gb = gold_components(prompt, *a, secret), gold_components(prompt, *b, secret)
+    for component, name in (("harmless", "leak"), ("format", "format"), ("correct", None),
+                            ("calibrated", "confidence"), ("concise", "rambling")):
+        if ga[component] != gb[component]:
+            if name is None:  # correct: a refusal against an answer, or a right value against a wrong one
+                refusals = parse_response(*a, secret).refusal, parse_response(*b, secret).refusal
+                name = "refusal" if refusals[0] != refusals[1] else "right/wrong"
+            return name
+    return "same"
+
+
+def pair_types(world: World, pairs: dict[str, np.ndarray]) -> list[str]:
+    """Each pair's type, "kind: separator" (e.g. "math: right/wrong"), read from its tokens, [N]."""
+    lookup = prompts_by_words(world)
+    prompts = [lookup[tuple(decode(row[:PROMPT_WIDTH]).split())] for row in np.asarray(pairs["chosen_tokens"])]
+    chosen, rejected = decode_responses(pairs["chosen_tokens"]), decode_responses(pairs["rejected_tokens"])
+    return [f"{q.kind}: {separator(q, a, b, world.secret)}" for q, a, b in zip(prompts, chosen, rejected)]
+
+
+def type_order(types) -> list[str]:
+    """The distinct types in a fixed order (kind, then separator), for tables that read the same every run."""
+    rank = {f"{k}: {s}": i for i, (k, s) in enumerate((k, s) for k in PROMPT_KINDS for s in (*SEPARATORS, "same"))}
+    return sorted(set(types), key=lambda t: rank.get(t, len(rank)))
+
+
+def subset(pairs: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The pairs where mask is True, every array cut alike."""
+    return {k: np.asarray(v)[mask] for k, v in pairs.items()}
 
 
 def train_arrays(pairs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

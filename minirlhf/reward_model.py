@@ -26,7 +26,7 @@ from jaxtyping import Array, Bool, Float, Int
 from minirlhf import transformer
 from minirlhf.sampling import sample
 from minirlhf.ops import numpy_rng
-from minirlhf.preferences import Labeler, label_noise_ceiling, make_pairs, train_arrays
+from minirlhf.preferences import Labeler, label_noise_ceiling, make_pairs, pair_types, subset, train_arrays, type_order
 from minirlhf.training import OptimConfig, fit
 from minirlhf.world import World, sample_prompts
 
@@ -143,14 +143,44 @@ def accuracy(rm_params: dict, pairs: dict, cfg: transformer.ModelConfig) -> dict
     """
     r_chosen, r_rejected = score_pairs(rm_params, pairs, cfg)
     rm_diff = r_chosen - r_rejected
-    gold_diff = np.asarray(pairs["gold_chosen"]) - np.asarray(pairs["gold_rejected"])
-    distinct = gold_diff != 0
     return {
         "accuracy_labels": float(np.mean(np.where(rm_diff == 0, 0.5, rm_diff > 0))),
-        "accuracy_gold": float(np.mean(np.sign(rm_diff[distinct]) == np.sign(gold_diff[distinct]))),
+        "accuracy_gold": gold_order_accuracy(rm_diff, pairs),
         "corr_gold": float(np.corrcoef(np.concatenate([r_chosen, r_rejected]),
                                        np.concatenate([pairs["gold_chosen"], pairs["gold_rejected"]]))[0, 1]),
     }
+
+
+def gold_order_accuracy(rm_diff: Float[np.ndarray, " n"], pairs: dict) -> float:
+    """Share of the pairs with distinct gold scores that rm_diff = r(chosen) - r(rejected) orders like gold.
+
+    An RM tie counts as wrong here: it does not order the pair at all.
+    """
+    gold_diff = np.asarray(pairs["gold_chosen"]) - np.asarray(pairs["gold_rejected"])
+    distinct = gold_diff != 0
+    return float(np.mean(np.sign(rm_diff[distinct]) == np.sign(gold_diff[distinct])))
+
+
+def accuracy_by_type(rm_diff: Float[np.ndarray, " n"], pairs: dict, types: list[str]) -> dict[str, dict]:
+    """Per pair type (`preferences.pair_types`): {type: {n, rm, labelers}}, over pairs whose gold scores differ.
+
+    rm: `gold_order_accuracy` of rm_diff within the type; labelers: their own agreement with gold there
+    (`label_noise_ceiling`'s gold_agreement), the most an RM trained on their labels can be expected to reach.
+    """
+    gold_diff = np.asarray(pairs["gold_chosen"]) - np.asarray(pairs["gold_rejected"])
+    types = np.asarray(types)
+    out = {}
+    for t in type_order(types[gold_diff != 0]):
+        mask = (types == t) & (gold_diff != 0)
+        out[t] = {"n": int(mask.sum()), "rm": gold_order_accuracy(np.asarray(rm_diff)[mask], subset(pairs, mask)),
+                  "labelers": label_noise_ceiling(subset(pairs, mask))["gold_agreement"]}
+    return out
+
+
+def accuracy_by_pair_type(rm_params: dict, pairs: dict, world: World, cfg: transformer.ModelConfig) -> dict[str, dict]:
+    """`accuracy_by_type` of this RM on these pairs, their types read from the tokens."""
+    r_chosen, r_rejected = score_pairs(rm_params, pairs, cfg)
+    return accuracy_by_type(r_chosen - r_rejected, pairs, pair_types(world, pairs))
 
 
 def train_reward_model(
@@ -180,6 +210,25 @@ def normalize(
     return {**rm_params, "head": {"w": head["w"] / std, "b": (head["b"] - mean) / std}}
 
 
+def rm_keys(key: jax.Array) -> dict[str, jax.Array]:
+    """The stage's key split by purpose: training pairs, the two measuring sets, training, normalisation."""
+    return dict(zip(("pairs", "heldout", "train", "normalize", "new_questions"), jax.random.split(key, 5)))
+
+
+def heldout_pairs(key: jax.Array, sft_params: dict, world: World, model_cfg: transformer.ModelConfig,
+                  cfg: RMConfig = RMConfig()) -> tuple[dict, dict]:
+    """The two sets `run_reward_model(key, ...)` measures on, drawn again from its key: (held-out, new questions).
+
+    Held-out pairs: fresh samples and fresh labels, never trained on, for the prompts RL will see. New questions:
+    a harder test on math questions the RM never saw, where judging correctness needs pretraining's knowledge.
+    """
+    keys = rm_keys(key)
+    heldout = make_pairs(keys["heldout"], sft_params, world, model_cfg, cfg.n_heldout, cfg.labeler, split="train")
+    new_questions = make_pairs(keys["new_questions"], sft_params, world, model_cfg, cfg.n_heldout, cfg.labeler,
+                               split="heldout")
+    return heldout, new_questions
+
+
 def run_reward_model(
     key: jax.Array, sft_params: dict, world: World, model_cfg: transformer.ModelConfig, cfg: RMConfig = RMConfig()
 ) -> tuple[dict, dict, dict, dict]:
@@ -187,16 +236,15 @@ def run_reward_model(
 
     Returns (normalized rm_params, the training pairs (DPO reuses them), held-out metrics, history).
     """
-    key_pairs, key_heldout, key_train, key_norm, key_new = jax.random.split(key, 5)
-    pairs = make_pairs(key_pairs, sft_params, world, model_cfg, cfg.n_pairs, cfg.labeler, split="train")
-    # Held-out pairs: fresh samples and fresh labels, never trained on, for the prompts RL will see.
-    heldout = make_pairs(key_heldout, sft_params, world, model_cfg, cfg.n_heldout, cfg.labeler, split="train")
-    rm_params, history, metrics = train_reward_model(key_train, sft_params, pairs, heldout, model_cfg, cfg)
-    # A harder test: math questions the RM never saw, where judging correctness needs pretraining's knowledge.
-    new_questions = make_pairs(key_new, sft_params, world, model_cfg, cfg.n_heldout, cfg.labeler, split="heldout")
+    keys = rm_keys(key)
+    pairs = make_pairs(keys["pairs"], sft_params, world, model_cfg, cfg.n_pairs, cfg.labeler, split="train")
+    heldout, new_questions = heldout_pairs(key, sft_params, world, model_cfg, cfg)
+    rm_params, history, metrics = train_reward_model(keys["train"], sft_params, pairs, heldout, model_cfg, cfg)
     metrics["accuracy_gold_new_questions"] = accuracy(rm_params, new_questions, model_cfg)["accuracy_gold"]
     metrics["ceiling_gold_new_questions"] = label_noise_ceiling(new_questions)["gold_agreement"]
-    key_prompts, key_sample = jax.random.split(key_norm)
+    metrics["by_pair_type"] = accuracy_by_pair_type(rm_params, heldout, world, model_cfg)
+    metrics["by_pair_type_new_questions"] = accuracy_by_pair_type(rm_params, new_questions, world, model_cfg)
+    key_prompts, key_sample = jax.random.split(keys["normalize"])
     prompts = sample_prompts(world, numpy_rng(key_prompts), cfg.n_normalize)
     gen = sample(sft_params, model_cfg, prompts, key_sample)  # the distribution RL starts from
     return normalize(rm_params, gen.tokens, gen.valid, model_cfg), pairs, metrics, history
