@@ -155,3 +155,13 @@ def _valid_from_tokens(tokens: np.ndarray) -> np.ndarray:
     after_eos = np.cumsum(resp == EOS_ID, axis=1) - (resp == EOS_ID) > 0
     valid[:, PROMPT_WIDTH:] &= ~after_eos
     return valid
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """P(at least one of k draws is right) for a prompt where c of n samples were right, without bias
+    (Chen et al. 2021, eq. 1): 1 - C(n - c, k) / C(n, k), written as a product so large n does not overflow."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every k-subset holds a right sample
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
