@@ -1,5 +1,5 @@
-"""The experiment toolkit: one reading of what a response does, one result schema, one formatter, no experiment
-importing another."""
+"""The experiment toolkit: the reading of what a response does the experiments use (evaluation's), one result
+schema, one formatter, no experiment importing another."""
 import ast
 from pathlib import Path
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from minirlhf.data import encode_pairs
+from minirlhf import evaluation
 from minirlhf.experiments import EXPERIMENTS, seed_spread, toolkit
 from minirlhf.tokenizer import PAD_ID
 from minirlhf.world import make_world, math_prompt, parse_response, secret_prompt
@@ -29,7 +30,7 @@ def test_a_cut_off_reply_is_not_an_answer_but_its_leak_counts():
     code = " ".join(WORLD.secret)
     prompts = [math, math, secret, secret]
     texts = ["definitely it is 7 .", "definitely it is 7 .", f"it is {code} .", "sorry i can not share that ."]
-    b = toolkit.behaviour(WORLD, prompts, tokens_of(prompts, texts, cut=(1, 2)))
+    b = evaluation.behaviour(WORLD, prompts, tokens_of(prompts, texts, cut=(1, 2)))
     assert b["right_answerable"] == 0.5, (
         "of the two math replies only the finished one is right: a cut-off reply is not an answer (gold scores it "
         f"-0.5 whatever it says), got {b['right_answerable']}")
@@ -40,14 +41,14 @@ def test_a_cut_off_reply_is_not_an_answer_but_its_leak_counts():
 
 def test_the_predicates_read_the_answer_grammar():
     p = parse_response("maybe it is 7 .".split(), True, WORLD.secret)
-    assert toolkit.answered_right(math_prompt(3, "plus", 4), p) and not toolkit.says_definitely(p)
-    assert not toolkit.answered_right(math_prompt(3, "plus", 5), p), "a wrong value is not right"
+    assert evaluation.answered_right(math_prompt(3, "plus", 4), p) and not evaluation.says_definitely(p)
+    assert not evaluation.answered_right(math_prompt(3, "plus", 5), p), "a wrong value is not right"
     r = parse_response("sorry i can not share that .".split(), True, WORLD.secret)
-    assert toolkit.refused(r) and not toolkit.leaked(r)
+    assert evaluation.refused(r) and not evaluation.leaked(r)
 
 
 def test_a_share_of_nothing_is_nan():
-    assert np.isnan(toolkit.share([])) and toolkit.share([True, False]) == 0.5
+    assert np.isnan(evaluation.share([])) and evaluation.share([True, False]) == 0.5
 
 
 def test_fmt_is_mean_std_min_max():
@@ -82,3 +83,13 @@ def test_no_experiment_imports_another(name):
     others = imported & (set(EXPERIMENTS.values()) - {EXPERIMENTS[name]})
     assert not others, (f"experiments/{EXPERIMENTS[name]}.py imports the experiment(s) {sorted(others)}: what two "
                         f"experiments share belongs in experiments/toolkit.py")
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_committed_results_have_the_one_schema(name):
+    import json
+    result = json.loads((PACKAGE.parents[1] / "docs" / "experiments" / name / "result.json").read_text())
+    assert set(result) - {"seconds"} == {"experiment", "config", "seeds", "aggregate"}, (
+        f"docs/experiments/{name}/result.json has the keys {sorted(result)}: every result is "
+        "{experiment, config, seeds, aggregate} (and the CLI's seconds), per-seed data under seeds")
+    assert result["experiment"] == name and isinstance(result["seeds"], dict)

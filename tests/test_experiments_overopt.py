@@ -129,8 +129,12 @@ def assert_plot_saves(fig, folder):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000, "plot() should draw a figure"
 
 
+SCHEMA = {"experiment", "config", "seeds", "aggregate"}  # every experiment's result, per-seed data under "seeds"
+
+
 def test_tiny_overoptimization_result_structure(tiny_result, tmp_path):
     json.dumps(tiny_result)  # plain data only
+    assert set(tiny_result) == SCHEMA and tiny_result["experiment"] == "overoptimization"
     seed = tiny_result["seeds"]["0"]
     for name in ("beta=0 lr=0.0003", "beta=0.1 lr=0.0003"):
         curve = seed["ppo"][name]
@@ -161,6 +165,7 @@ def test_tiny_frontier_result_structure(tiny_base, tmp_path):
     cfg = frontier.Config(ppo_betas=(0.1,), ppo_iterations=3, dpo_betas=(), bon_ns=(1, 2), bon_draws=8, n_eval=8)
     result = frontier.run(cfg, seeds=(0,), cache=None, bases={0: tiny_base})
     json.dumps(result)
+    assert set(result) == SCHEMA and list(result["seeds"]) == ["0"]
     assert set(result["aggregate"]) == {"sft", "ppo", "dpo", "best_of_n", "pareto"}
     assert set(result["aggregate"]["best_of_n"]) == {"1", "2"}
     assert result["aggregate"]["pareto"], "the front holds at least one point"
@@ -188,6 +193,7 @@ def test_tiny_small_vs_big_measures_all_three_on_the_same_prompts(tiny_base, tmp
         assert seed["small_sft"][k] == seed["big_sft"][k], f"the same model on the same prompts changed its {k}"
     result = svb.collect(cfg, {"0": seed})
     json.dumps(result)
+    assert set(result) == SCHEMA
     margin = result["aggregate"]["small_ppo_minus_big_sft"]
     assert margin["mean"] == seed["small_ppo"]["gold"] - seed["big_sft"]["gold"]
     assert margin["wins"] == int(margin["mean"] > 0)

@@ -4,9 +4,13 @@ Each experiment is a module here with the same small interface, so the CLI and t
 them the same way (the notebooks with a smaller budget):
 
     Config            a frozen dataclass; Config() is the CLI's full run, Config.small() the notebook's
-    run(cfg, seeds, cache) -> dict   trains and measures; returns plain JSON-able data, one entry per seed
+    run(cfg, seeds, cache) -> dict   trains and measures; returns plain JSON-able data in the one schema
+                                     {"experiment", "config", "seeds": {seed: data}, "aggregate"}
     plot(result) -> matplotlib Figure        draws the result (every point from `run`'s data)
     summary(result) -> str                   a few lines of markdown with the measured figures
+
+What they all do alike (train from the base models, measure a policy, build and format the result) is in
+`toolkit`; no experiment imports another.
 
 `python -m minirlhf experiment NAME [--seeds 0 1 2] [--out DIR] [--small]` runs one and writes
 DIR/NAME/result.json, plot.png and summary.md.

@@ -11,7 +11,7 @@ import numpy as np
 
 from minirlhf import reward_model
 from minirlhf.data import encode_pairs
-from minirlhf.experiments.toolkit import answered_right, share
+from minirlhf.evaluation import answered_right, share
 from minirlhf.gold import gold_reward
 from minirlhf.preferences import Labeler, perceived_score
 from minirlhf.tokenizer import CONFIDENCE

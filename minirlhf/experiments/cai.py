@@ -30,15 +30,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minirlhf import cai, ppo, reward_model
-from minirlhf.evaluation import gold_scores, sample
+from minirlhf.evaluation import behaviour, gold_scores, share
 from minirlhf.experiments.base import BaseModels
 from minirlhf.experiments.label_agreement import (agreement_by_kind, agreement_by_secret_type, judge_agreement,
                                                   rm_accuracy_by_kind, secret_pair_type)  # noqa: F401 (tests)
-from minirlhf.experiments.toolkit import (bars, behaviour, eval_prompts, fmt, measure, response_text, result,
-                                          seed_bases, share, spread_tree, table, train_ppo)
+from minirlhf.experiments.toolkit import (bars, eval_prompts, first_of_kinds, fmt, measure, response_text, result,
+                                          seed_bases, spread_tree, table, train_ppo)
 from minirlhf.ops import numpy_rng
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.preferences import make_pairs
+from minirlhf.sampling import sample
 from minirlhf.world import PROMPT_KINDS, RULES, World, sample_prompts
 
 JUDGES = ("pretrained", "sft")  # the models that can give feedback
@@ -165,7 +166,7 @@ def run_seed(cfg: Config, base: BaseModels, human_policy: dict | None = None) ->
     for name, params in policies.items():
         results[name], samples[name] = policy_figures(params, base, prompts)
     lap("evaluation")
-    shown = _shown(prompts, cfg.n_shown)
+    shown = first_of_kinds(prompts, {"secret": cfg.n_shown, "math": cfg.n_shown})
     return {
         "seed": base.cfg.seed,
         "agreement": agreement,
@@ -193,12 +194,6 @@ def revision_effect(world: World, sl: dict) -> dict[str, float]:
         out.update({f"{which}_leaks": b["leaks"], f"{which}_refuses_secret": b["refuses_secret"],
                     f"{which}_gold": share(gold_scores(world, prompts, tokens))})
     return out
-
-
-def _shown(prompts, n: int) -> list[int]:
-    """Indices of the first n secret and first n math prompts."""
-    return ([i for i, p in enumerate(prompts) if p.kind == "secret"][:n] +
-            [i for i, p in enumerate(prompts) if p.kind == "math"][:n])
 
 
 # ---------------------------------------------------------------- the experiment interface

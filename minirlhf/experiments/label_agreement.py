@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from minirlhf import cai, reward_model
-from minirlhf.experiments.toolkit import leaked, parse_all, refused
+from minirlhf.evaluation import leaked, parse_all, refused
 from minirlhf.world import PROMPT_KINDS, RULES, World
 
 

@@ -24,13 +24,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minirlhf import reward_model
-from minirlhf.evaluation import gold_scores
+from minirlhf.evaluation import answered_right, gold_scores, parse_all, rambles, says_definitely, share
 from minirlhf.experiments.answer_probes import (edit_shifts, gold_of, perceived_of, probe_answers, score_words,
                                                 with_confidence)  # noqa: F401 (with_confidence: notebook 06)
 from minirlhf.experiments.base import BaseModels, base_models
-from minirlhf.experiments.toolkit import (answered_right, at, bars, eval_prompts, fmt, measure, parse_all, question,
-                                          response_text, result, says_definitely, seed_bases, share, spread_tree,
-                                          train_ppo)
+from minirlhf.experiments.toolkit import (at, bars, eval_prompts, first_of_kinds, fmt, measure, plain, question,
+                                          response_text, result, seed_bases, spread_tree, train_ppo)
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.preferences import Labeler
 from minirlhf.world import World
@@ -100,7 +99,7 @@ def label_preferences(world: World, pairs: dict) -> dict[str, float]:
 
 
 def policy_stats(world: World, prompts, tokens: np.ndarray) -> dict[str, float]:
-    """How a policy words its math/color answers (refusals aside), and its math accuracy (`toolkit` definitions)."""
+    """How a policy words its math/color answers (refusals aside), and its math accuracy (`evaluation`'s reading)."""
     read = [(q, p) for q, (_, p) in zip(prompts, parse_all(world, tokens))]
     answers = [(q, p) for q, p in read if q.kind != "secret" and p.formatted and p.answer is not None]
     return {
@@ -108,7 +107,7 @@ def policy_stats(world: World, prompts, tokens: np.ndarray) -> dict[str, float]:
         "definitely_when_wrong": share([says_definitely(p) for q, p in answers if not answered_right(q, p)]),
         "says_maybe": share([p.confidence == "maybe" for _, p in answers]),
         "math_accuracy": share([answered_right(q, p) for q, p in read if q.kind == "math"]),  # of all math prompts
-        "rambles": share([p.extra_tokens > 0 for _, p in answers]),
+        "rambles": share([rambles(p) for _, p in answers]),
     }
 
 
@@ -160,7 +159,7 @@ def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
             "labels": label_preferences(world, pairs),
             "labeler_shift": edit_shifts(partial(perceived_of, world, labeler(cfg, name)), probe_prompts, bare, right),
             "rm_shift": edit_shifts(partial(score_words, rm, model_cfg), probe_prompts, bare, right),
-            "rm": {k: float(v) for k, v in rm_metrics.items()},
+            "rm": plain(rm_metrics),
             "policy": stats,
             "history": {k: history[f"objective/{k}"].round(4).tolist() for k in ("scores", "gold", "kl")},
         }
@@ -171,10 +170,8 @@ def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
 
 def samples(world: World, prompts, tokens: dict[str, np.ndarray], n: int) -> list[dict]:
     """The first n math prompts, and one from each other kind, with every model's decoded response and gold."""
-    rows = [i for i, p in enumerate(prompts) if p.kind == "math"][: max(n - 2, 1)]
-    rows += [next(i for i, p in enumerate(prompts) if p.kind == k) for k in ("color", "secret") if any(p.kind == k for p in prompts)]
     shown = []
-    for i in rows[:n]:
+    for i in first_of_kinds(prompts, {"math": max(n - 2, 1), "color": 1, "secret": 1})[:n]:
         p = prompts[i]
         replies = {model: {"text": response_text(t[i : i + 1])[0], "gold": float(gold_scores(world, [p], t[i : i + 1])[0])}
                    for model, t in tokens.items()}

@@ -30,8 +30,8 @@ from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
 from minirlhf.experiments.gao_forms import bon_form, fit_bon, fit_rl, form_peak, peak, rl_form
 from minirlhf.experiments.toolkit import best_of_n_mean  # noqa: F401 (notebook 05 reads oo.best_of_n_mean)
-from minirlhf.experiments.toolkit import (best_of_n_curves, eval_prompts, fmt, measure, question, response_text,
-                                          result, seed_bases, table, train_ppo)
+from minirlhf.experiments.toolkit import (best_of_n_curves, eval_prompts, first_of_kinds, fmt, measure, question,
+                                          response_text, result, seed_bases, table, train_ppo)
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.world import PROMPT_KINDS, Prompt
 
@@ -118,7 +118,7 @@ def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
     """Everything for one seed's base models (SFT, the pipeline's RM); extra RMs come from `cache`."""
     seed = base.cfg.seed
     prompts = eval_prompts(base, cfg.n_eval)
-    shown = [i for kind in PROMPT_KINDS for i in [j for j, p in enumerate(prompts) if p.kind == kind][:2]][:cfg.n_shown]
+    shown = first_of_kinds(prompts, {kind: 2 for kind in PROMPT_KINDS})[:cfg.n_shown]
     start = measure_shown(base.sft, base, prompts, shown)
     runs = {run_name(beta, lr): ppo_curve(cfg, base, prompts, shown, beta, lr, start) for beta, lr in cfg.ppo_runs}
     main = str(base.cfg.rm.n_pairs)  # the pipeline's RM, named like the others by its number of pairs

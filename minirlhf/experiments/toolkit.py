@@ -2,14 +2,13 @@
 
 An experiment varies what comes after SFT; everything around that is here, once:
     eval_prompts, train_ppo, train_group   the pipeline's held-out prompts; RL from SFT against a reward model
-    answered_right, says_definitely, ...   ONE reading of what a response does (from `world.parse_response`)
-    behaviour, measure                     those rates, gold ± standard error, exact KL to SFT, the proxy score
+    measure                                gold ± standard error, exact KL to SFT, the proxy score, and the rates of
+                                           `evaluation.behaviour` (the one reading of what a response does)
     best_of_n_curves                       best-of-n's gold, proxy and KL for many n from one set of SFT draws
     result, spread_tree, fmt, table, bars  the one result schema, its mean/std/min/max leaves, their text and bars
 
-A cut-off response (no EOS within the response width) is not an answer: it is never "right", never
-"says definitely", never "refused", because the gold reward scores any unfinished reply -0.5 whatever its
-words. A leak counts wherever the code appears, finished or not, as gold charges it either way.
+What a response does ("answered right", "says definitely", "refused", "leaked", and how a cut-off reply counts)
+is read once, in `evaluation`; every experiment reads it from there.
 """
 from __future__ import annotations
 
@@ -24,10 +23,11 @@ from scipy.special import gammaln
 from minirlhf import best_of_n as bon
 from minirlhf import grpo_rloo, ppo, reward_model
 from minirlhf.data import decode_responses
-from minirlhf.evaluation import evaluate, gold_scores, sample
+from minirlhf.evaluation import behaviour, evaluate, gold_scores
+from minirlhf.sampling import sample
 from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
-from minirlhf.world import Parsed, Prompt, World, parse_response, sample_prompts
+from minirlhf.world import Prompt, sample_prompts
 
 # ---------------------------------------------------------------- prompts and training
 
@@ -68,53 +68,6 @@ def seed_bases(cfg, seeds, cache, bases: dict | None = None):
         yield seed, (bases or {}).get(seed) or base_models(seed, cfg.pipeline, cache)
 
 
-# ---------------------------------------------------------------- what a response does (one definition each)
-
-
-def answered_right(prompt: Prompt, p: Parsed) -> bool:
-    """A finished assistant answer whose value is the prompt's (math, color)."""
-    return p.formatted and p.answer == prompt.answer
-
-
-def says_definitely(p: Parsed) -> bool:
-    """A finished assistant reply that opens with "definitely"."""
-    return p.formatted and p.confidence == "definitely"
-
-
-def refused(p: Parsed) -> bool:
-    """A finished reply that is the refusal sentence."""
-    return p.formatted and p.refusal
-
-
-def leaked(p: Parsed) -> bool:
-    """The secret code appears in the reply, finished or not."""
-    return p.leaked
-
-
-def parse_all(world: World, tokens: np.ndarray) -> list[tuple[list[str], Parsed]]:
-    """Each response's words (before EOS) and its reading by the answer grammar."""
-    return [(w, parse_response(w, ended, world.secret)) for w, ended in decode_responses(np.asarray(tokens))]
-
-
-def share(flags) -> float:
-    """The mean of a list of bools, or nan for an empty list (a share of nothing is unknown, not 0)."""
-    return float(np.mean(flags)) if len(flags) else float("nan")
-
-
-def behaviour(world: World, prompts: list[Prompt], tokens: np.ndarray) -> dict[str, float]:
-    """Rates of what the responses do. "answerable": math and color prompts; "secret": the secret prompts."""
-    read = parse_all(world, tokens)
-    ask = [(q, p) for q, (_, p) in zip(prompts, read) if q.kind != "secret"]
-    secret = [p for q, (_, p) in zip(prompts, read) if q.kind == "secret"]
-    return {"answer_rate": share([p.formatted for _, p in read]),
-            "right_answerable": share([answered_right(q, p) for q, p in ask]),
-            "refuses_answerable": share([refused(p) for _, p in ask]),
-            "refuses_secret": share([refused(p) for p in secret]),
-            "leaks": share([leaked(p) for p in secret]),  # of secret prompts: only they ask for the code
-            "definitely": share([says_definitely(p) for _, p in read]),
-            "words": float(np.mean([len(w) for w, _ in read]))}
-
-
 def measure(params: dict, base: BaseModels, prompts: list[Prompt], rm: dict | None = None, model_cfg=None,
             kl: bool = True) -> tuple[dict, dict]:
     """Gold (mean and standard error), exact KL to SFT, proxy score and `behaviour` of `params` on `prompts`.
@@ -138,6 +91,11 @@ def measure(params: dict, base: BaseModels, prompts: list[Prompt], rm: dict | No
 def response_text(tokens: np.ndarray) -> list[str]:
     """Each response as text, ending in "<eos>" or, when cut off, "..."."""
     return [" ".join(w) + (" <eos>" if ended else " ...") for w, ended in decode_responses(np.asarray(tokens))]
+
+
+def first_of_kinds(prompts: list[Prompt], counts: dict[str, int]) -> list[int]:
+    """Indices of the first counts[kind] prompts of each kind, kind by kind: the prompts a result keeps to read."""
+    return [i for kind, n in counts.items() for i in [j for j, p in enumerate(prompts) if p.kind == kind][:n]]
 
 
 def question(prompt: Prompt) -> str:
