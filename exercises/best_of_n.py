@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import Float
 
+from minirlhf.best_of_n import check_responses
+
 
 def kl_bound(n: int) -> float:
     """log n - (n - 1) / n: the most best-of-n can move from its base distribution (Beirami et al. 2024).

@@ -71,19 +71,32 @@ def sample_best_of_n(sft_params, rm_params, prompt_tokens: Int[Array, "batch pro
 def best_of_n(key: jax.Array, sft_params: dict, rm_params: dict, prompts: list[Prompt], cfg: transformer.ModelConfig,
               n: int, sample_cfg: SampleConfig = EVAL_SAMPLE) -> BestOfN:
     """Best of n SFT samples for each prompt, by reward model score. n = 1 is plain sampling."""
-    if n < 1:
-        raise ValueError(f"best_of_n needs n >= 1, got {n}")
+    check_inputs(sft_params, rm_params, prompts, cfg, n, "best_of_n")
     tokens, valid = encode_prompts(prompts)
     return sample_best_of_n(sft_params, rm_params, jnp.asarray(tokens), jnp.asarray(valid), key, cfg, n, sample_cfg)
 
 
+def check_inputs(sft_params: dict, rm_params: dict, prompts: list[Prompt], cfg: transformer.ModelConfig, n: int,
+                 what: str) -> None:
+    """Before sampling: n >= 1, some prompts, and both models of config cfg."""
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"{what} needs an integer n >= 1 (samples per prompt), got {n!r}")
+    if len(prompts) == 0:
+        raise ValueError(f"{what} got no prompts: pass at least one")
+    transformer.check_params(sft_params, cfg, f"{what}'s SFT model")
+    transformer.check_params(rm_params, cfg, f"{what}'s reward model")
+
+
 def kl_bound(n: int) -> float:
     """log n - (n - 1) / n: the most best-of-n can move from its base distribution (Beirami et al. 2024)."""
+    if not n >= 1:
+        raise ValueError(f"kl_bound needs n >= 1 (the number of samples best-of-n picks from), got {n}")
     return float(np.log(n) - (n - 1) / n)
 
 
 def finite_best_of_n_kl(logprobs: Float[np.ndarray, " m"], scores: Float[np.ndarray, " m"], n: int) -> float:
     """Exact KL(best-of-n || pi) when pi lives on these m distinct responses (renormalised over them)."""
+    check_responses(logprobs, scores, n)
     p = np.exp(np.asarray(logprobs, np.float64) - np.max(logprobs))
     p /= p.sum()
     levels, group = np.unique(np.asarray(scores), return_inverse=True)  # equal scores form one group
@@ -93,6 +106,20 @@ def finite_best_of_n_kl(logprobs: Float[np.ndarray, " m"], scores: Float[np.ndar
     q = q_level[group] * p / mass[group]  # a tied group's q is shared in proportion to pi
     keep = q > 0
     return float(np.sum(q[keep] * np.log(q[keep] / p[keep])))
+
+
+def check_responses(logprobs, scores, n: int) -> None:
+    """finite_best_of_n_kl's inputs: one finite log-prob and one finite score per response, at least one response."""
+    logprobs, scores = np.asarray(logprobs), np.asarray(scores)
+    if logprobs.ndim != 1 or logprobs.shape != scores.shape or logprobs.size == 0:
+        raise ValueError(f"logprobs and scores must be 1-D, one entry per response, of the same length >= 1; got "
+                         f"shapes {logprobs.shape} and {scores.shape}")
+    for name, x in (("logprobs", logprobs), ("scores", scores)):
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{name}[{int(np.argmax(~np.isfinite(x)))}] is {x[~np.isfinite(x)][0]}: the KL needs "
+                             f"finite values (a NaN would silently drop that response)")
+    if not n >= 1:
+        raise ValueError(f"n must be >= 1, got {n}")
 
 
 def distinct_responses(tokens: Int[np.ndarray, "m seq"]) -> np.ndarray:
@@ -106,6 +133,9 @@ def best_of_n_kl(key: jax.Array, sft_params: dict, rm_params: dict, prompts: lis
     """Estimated KL(best-of-n || pi_sft) per prompt from n_draws SFT samples each (method: module docstring)."""
     if sample_cfg.top_k is not None:
         raise ValueError("best_of_n_kl measures KL to the sampling distribution; top-k sampling changes it, use top_k=None")
+    check_inputs(sft_params, rm_params, prompts, cfg, n, "best_of_n_kl")
+    if n_draws < 1:
+        raise ValueError(f"best_of_n_kl needs n_draws >= 1 (SFT samples per prompt), got {n_draws}")
     kls, coverage = [], []
     for prompt, key_prompt in zip(prompts, jax.random.split(key, len(prompts))):
         tokens, valid = encode_prompts([prompt] * n_draws)  # [M, P]: one prompt, M draws

@@ -120,6 +120,8 @@ def save(path: str, tree, cfg: ModelConfig | None = None, meta: dict | None = No
         check_transformer(arrays, a, cfg, path)
     record = {"format": FORMAT, "model": dataclasses.asdict(cfg) if cfg else None, "model_at": at, "meta": meta or {}}
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot save {path}: the folder {folder} does not exist; create it first")
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -141,13 +143,40 @@ def read(path: str) -> Checkpoint:
         raise ValueError(f"{path} is not a readable minirlhf checkpoint (.npz): {e}") from e
     if CONFIG_KEY not in arrays:
         raise ValueError(f"{path} has no {CONFIG_KEY!r} entry: not written by minirlhf.checkpoint.save")
-    record = json.loads(str(arrays.pop(CONFIG_KEY)))
-    if record.get("format") not in (FORMAT, V1):
-        raise ValueError(f"{path} has format {record.get('format')!r}, expected {FORMAT!r}; train the model again")
-    cfg = ModelConfig(**record["model"]) if record.get("model") else None
+    record = _record(arrays.pop(CONFIG_KEY), path)
+    cfg = _model_config(record.get("model"), path)
     for at in record.get("model_at", [""]) if cfg else []:  # v1: the whole file is one transformer
         check_transformer(arrays, at, cfg, path)
     return Checkpoint(unflatten(arrays), cfg, record.get("meta", {}))
+
+
+def _record(entry: np.ndarray, path: str) -> dict:
+    """The checkpoint's JSON record, checked: a dict of a format this code reads."""
+    try:
+        record = json.loads(str(entry))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: its {CONFIG_KEY!r} entry is not valid JSON ({e}); the file is corrupt or was "
+                         f"not written by minirlhf.checkpoint.save") from None
+    if not isinstance(record, dict) or record.get("format") not in (FORMAT, V1):
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"{path} has format {found!r}, expected {FORMAT!r}; train the model again")
+    return record
+
+
+def _model_config(fields, path: str) -> ModelConfig | None:
+    """The stored ModelConfig, with an error that names the field this code does not know."""
+    if not fields:
+        return None
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(fields) - known) if isinstance(fields, dict) else []
+    if not isinstance(fields, dict) or unknown:
+        raise ValueError(f"{path}: its model config {fields!r} is not a ModelConfig"
+                         + (f" (unknown field(s) {unknown}; known: {sorted(known)})" if unknown else "")
+                         + "; the file is from another version of minirlhf or corrupt")
+    try:
+        return ModelConfig(**fields)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its model config is invalid: {e}") from None
 
 
 def load(path: str) -> tuple[dict, ModelConfig | None]:

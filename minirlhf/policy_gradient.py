@@ -35,7 +35,7 @@ from minirlhf.ppo_losses import AdaptiveKLConfig, KLState, update_kl_controller
 from minirlhf.sampling import SampleConfig, generate
 from minirlhf.tokenizer import EOS_ID, PAD_ID
 from minirlhf.training import TrainState, check_finite
-from minirlhf.transformer import ModelConfig, forward
+from minirlhf.transformer import ModelConfig, check_params, forward
 
 TRACED = ("beta",)  # config fields that are traced, not static, inside jit
 
@@ -136,7 +136,11 @@ def score_samples(policy_params: dict, ref_params: dict, reward_params, tokens: 
     # ratio is exactly 1 (the KV-cached decode agrees only up to float rounding).
     logprobs = token_logprobs(forward(policy_params, tokens, valid, model_cfg).logits, tokens, cfg.temperature)
     ref_logprobs = token_logprobs(forward(ref_params, tokens, valid, model_cfg).logits, tokens, cfg.temperature)
-    return Scored(mask, logprobs, ref_logprobs, reward_fn(reward_params, tokens, valid))
+    scores = reward_fn(reward_params, tokens, valid)
+    if jnp.shape(scores) != (tokens.shape[0],):  # a static shape: checked once, while tracing
+        raise ValueError(f"the reward function must return one score per response, shape ({tokens.shape[0]},); it "
+                         f"returned shape {jnp.shape(scores)} (for [B, 1], take [:, 0])")
+    return Scored(mask, logprobs, ref_logprobs, scores)
 
 
 # ---------------------------------------------------------------- the update
@@ -188,6 +192,10 @@ def train(key: jax.Array, params: dict, ref_params: dict, reward_fn: Callable, r
     jitted, with cfg.beta the current KL coefficient; loss_fn(params, minibatch, model_cfg, cfg) -> (loss, metrics).
     The other arguments are `ppo.train_ppo`'s.
     """
+    check_params(params, model_cfg, f"{desc}'s params")
+    check_params(ref_params, model_cfg, f"{desc}'s reference model")
+    if isinstance(getattr(reward_fn, "cfg", None), ModelConfig):  # a reward model's scoring function
+        check_params(reward_params, reward_fn.cfg, f"{desc}'s reward model")
     key_prompts, key_loop = jax.random.split(key)
     rng = numpy_rng(key_prompts)  # prompt draws
     sample_cfg = SampleConfig(max_new_tokens=cfg.response_width, temperature=cfg.temperature)

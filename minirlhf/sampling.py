@@ -17,12 +17,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf.data import RESPONSE_WIDTH, encode_prompts
 from minirlhf.ops import NEG_INF
 from minirlhf.tokenizer import EOS_ID, PAD_ID
-from minirlhf.transformer import ModelConfig, decode_step, prefill
+from minirlhf.transformer import ModelConfig, check_params, check_tokens, decode_step, prefill
 from minirlhf.world import Prompt
 
 
@@ -66,7 +67,6 @@ def sample_token(logits: Float[Array, "batch vocab"], gumbel: Float[Array, "batc
     return token, jnp.take_along_axis(logprobs, token[:, None], axis=-1)[:, 0]
 
 
-@partial(jax.jit, static_argnames=("cfg", "sample_cfg", "eos_id", "pad_id"))
 def generate(
     params: dict,
     prompt_tokens: Int[Array, "batch prompt"],
@@ -83,7 +83,38 @@ def generate(
     invalid and have log-prob 0. `logprobs` come from the temperature-scaled distribution over the
     full vocabulary (top-k only limits which tokens can be drawn), so they equal
     `token_logprobs(logits, tokens, temperature)` of a `forward` pass over the result.
+    Called outside jit, it first checks the params against cfg and the prompts' ids and padding.
     """
+    if not isinstance(jax.tree_util.tree_leaves(params)[0], jax.core.Tracer):
+        check_params(params, cfg, "generate's params")
+    if not isinstance(prompt_valid, jax.core.Tracer):
+        check_prompts(prompt_tokens, prompt_valid, cfg)
+    return _generate(params, prompt_tokens, prompt_valid, key, cfg, sample_cfg, eos_id, pad_id)
+
+
+def check_prompts(prompt_tokens, prompt_valid, cfg: ModelConfig) -> None:
+    """Raise unless every prompt row is left-padded and holds at least one token. Needs values: outside jit.
+
+    The first response token is sampled from the logits at the last prompt slot. A right-padded row
+    would sample it after a padding slot, and an all-padding row from no prompt at all.
+    """
+    check_tokens(prompt_tokens, cfg)
+    valid = np.asarray(prompt_valid)
+    if valid.ndim != 2 or valid.shape[1] == 0:
+        raise ValueError(f"prompt_valid must be [batch, prompt] with prompt >= 1, got shape {valid.shape}")
+    empty = np.flatnonzero(~valid.any(axis=1))
+    if empty.size:
+        raise ValueError(f"prompt row {empty[0]} is all padding: every prompt needs at least one real token")
+    gaps = np.flatnonzero((valid[:, :-1] & ~valid[:, 1:]).any(axis=1))  # a valid slot followed by padding
+    if gaps.size:
+        raise ValueError(f"prompt row {gaps[0]} has padding after its tokens: prompts must be LEFT-padded "
+                         f"(padding first, as data.encode_prompts makes them)")
+
+
+@partial(jax.jit, static_argnames=("cfg", "sample_cfg", "eos_id", "pad_id"))
+def _generate(params: dict, prompt_tokens, prompt_valid, key, cfg: ModelConfig, sample_cfg: SampleConfig,
+              eos_id: int, pad_id: int) -> Generation:
+    """generate's compiled body (generate checks the inputs first)."""
     B, P = prompt_tokens.shape
     R = sample_cfg.max_new_tokens
     if P + R > cfg.max_len:

@@ -17,6 +17,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from minirlhf.transformer import ModelConfig, check_params
+
 
 class TrainState(NamedTuple):
     params: dict
@@ -43,6 +45,11 @@ class OptimConfig:
             raise ValueError(f"OptimConfig.lr must be > 0, got {self.lr}")
         if not 0 <= self.warmup <= self.steps:
             raise ValueError(f"OptimConfig.warmup must be in [0, steps], got {self.warmup}")
+        if not self.grad_clip > 0:  # a negative norm flips every clipped gradient (uphill); 0 stops all updates
+            raise ValueError(f"OptimConfig.grad_clip must be > 0 (the largest gradient norm kept), got "
+                             f"{self.grad_clip}; use a large value such as 1e9 to turn clipping off")
+        if not self.weight_decay >= 0:  # a negative decay pushes the weights away from 0
+            raise ValueError(f"OptimConfig.weight_decay must be >= 0, got {self.weight_decay}")
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
@@ -94,6 +101,7 @@ def fit(
     fits with equal ones share one compiled step. A fresh lambda or functools.partial works too, but is a new
     static argument each time, so it compiles again. Anything a sweep varies goes in `traced`.
     """
+    check_inputs(params, data, desc, static)
     step = make_step(loss_fn, cfg, static)
     params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates (frees) its input
     state = init_state(params, make_optimizer(cfg))
@@ -110,11 +118,31 @@ def fit(
     return state.params, history
 
 
+def check_inputs(params: dict, data: dict, stage: str, static: dict | None) -> None:
+    """Before compiling anything: the data has rows, and a model's params fit the ModelConfig passed as cfg."""
+    rows = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree_util.tree_leaves(data)}
+    if not rows or None in rows or len(rows) > 1 or 0 in rows:
+        raise ValueError(f"{stage}: the training data must be arrays with the same number (>= 1) of rows, "
+                         f"got {sorted(map(str, rows)) or 'nothing'} rows")
+    model_cfg = (static or {}).get("cfg")
+    if isinstance(model_cfg, ModelConfig):
+        check_params(params, model_cfg, f"{stage}'s params")
+
+
 def check_finite(history: dict[str, np.ndarray], stage: str) -> None:
-    """Fail loudly on a NaN/inf metric instead of training on garbage."""
-    bad = [k for k, v in history.items() if not np.all(np.isfinite(v))]
-    if bad:
-        first = min(int(np.argmax(~np.isfinite(history[k]))) for k in bad)
-        raise FloatingPointError(
-            f"{stage}: metric(s) {bad} became NaN/inf at step {first}; lower the learning rate or check the data"
-        )
+    """Fail loudly on a NaN/inf metric instead of training on garbage, saying where it most likely came from."""
+    first = {k: int(np.argmax(~np.isfinite(v))) for k, v in history.items() if not np.all(np.isfinite(v))}
+    if first:
+        step = min(first.values())
+        culprits = [k for k, s in first.items() if s == step]
+        raise FloatingPointError(f"{stage}: metric(s) {culprits} became NaN/inf first, at step {step}; "
+                                 f"{_nan_advice(culprits, step)}")
+
+
+def _nan_advice(first_bad: list[str], step: int) -> str:
+    """Where a NaN most likely came from, given which metrics showed it first and when."""
+    if any("score" in k for k in first_bad):
+        return "the scores were NaN/inf: check the reward function and the inputs it is given"
+    if step == 0:
+        return "already at the first step, before any update: check the inputs (data, initial params)"
+    return "training diverged: lower the learning rate, or check the data"

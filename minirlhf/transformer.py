@@ -17,6 +17,7 @@ at slot `start` and attends over the whole cache:
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -227,6 +228,68 @@ def check_tokens(tokens, cfg: ModelConfig) -> None:
     bad = ids[(ids < 0) | (ids >= cfg.vocab_size)]
     if bad.size:
         raise ValueError(f"token id {int(bad[0])} is out of range for vocab_size={cfg.vocab_size}")
+
+
+@functools.cache
+def param_shapes(cfg: ModelConfig) -> dict[str, tuple]:
+    """{"blocks/0/attn/c_attn/w": shape, ...}: every parameter `init_params(key, cfg)` makes (shapes only, no compute)."""
+    shapes = jax.eval_shape(lambda: init_params(jax.random.PRNGKey(0), cfg))
+    return {_keypath(p): s.shape for p, s in jax.tree_util.tree_leaves_with_path(shapes)}
+
+
+def _keypath(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def _sizes(params: dict) -> dict[str, int]:
+    """The ModelConfig sizes a transformer's params were made with, read off their shapes ({} if unreadable)."""
+    try:
+        vocab_size, d_model = np.shape(params["wte"])
+        return {"vocab_size": vocab_size, "d_model": d_model, "max_len": np.shape(params["wpe"])[0],
+                "n_layers": len(params["blocks"]), "d_mlp": np.shape(params["blocks"][0]["mlp"]["c_fc"]["w"])[-1]}
+    except (KeyError, TypeError, ValueError, IndexError):
+        return {}
+
+
+def check_params(tree, cfg: ModelConfig, what: str = "params") -> None:
+    """Raise unless every transformer in `tree` (each dict holding "wte") and every scalar head (a "head" entry)
+    has exactly the parameters and shapes `cfg` implies.
+
+    Call it on the host where a stage starts, not inside jit. Params of another config would otherwise fail
+    deep inside a layer, or not at all: a smaller vocabulary makes the embedding lookup clamp the ids it lacks.
+    """
+    found = _check_tree(tree, cfg, what)
+    if not found:
+        raise ValueError(f"{what}: no transformer in them (no dict with a token embedding 'wte'): pass the model's params")
+
+
+def _check_tree(tree, cfg: ModelConfig, what: str) -> int:
+    """check_params on every transformer and head below `tree`; returns how many transformers it found."""
+    if isinstance(tree, dict) and "wte" in tree:
+        _check_transformer(tree, cfg, what)
+        return 1
+    head = tree.get("head") if isinstance(tree, dict) else None
+    if isinstance(head, dict) and np.shape(head.get("w")) != (cfg.d_model,):  # a scalar head: [d_model] -> 1
+        raise ValueError(f"{what}/head/w has shape {np.shape(head.get('w'))}, but d_model={cfg.d_model} implies "
+                         f"({cfg.d_model},): the head belongs to a model of another width")
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    return sum(_check_tree(v, cfg, f"{what}/{k}") for k, v in items)
+
+
+def _check_transformer(params: dict, cfg: ModelConfig, what: str) -> None:
+    want = param_shapes(cfg)
+    got = {_keypath(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+    differ = [k for k in want if got.get(k, want[k]) != want[k]]
+    missing, extra = [k for k in want if k not in got], [k for k in got if k not in want]
+    if not (differ or missing or extra):
+        return
+    mismatch = [f"{k}={v} (the config says {getattr(cfg, k)})" for k, v in _sizes(params).items()
+                if v != getattr(cfg, k)]
+    detail = (f"parameter {differ[0]} has shape {got[differ[0]]}, the config implies {want[differ[0]]}" if differ
+              else f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}")
+    made = f"; they were made with {', '.join(mismatch)}" if mismatch else ""
+    raise ValueError(f"{what}: the params do not fit {cfg}: {detail}{made}. Pass the ModelConfig these params were made "
+                     f"with, or params made for this config")
 
 
 def empty_cache(cfg: ModelConfig, batch: int, cache_len: int) -> list[KVCache]:

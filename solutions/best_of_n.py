@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import Float
 
+from minirlhf.best_of_n import check_responses
+
 
 def kl_bound(n: int) -> float:
     """log n - (n - 1) / n: the most best-of-n can move from its base distribution (Beirami et al. 2024).
@@ -20,6 +22,8 @@ def kl_bound(n: int) -> float:
     Check it: `from minirlhf.grade import check; check("kl_bound")`.
     """
     ### BEGIN SOLUTION
+    if not n >= 1:
+        raise ValueError(f"kl_bound needs n >= 1 (the number of samples best-of-n picks from), got {n}")
     return float(np.log(n) - (n - 1) / n)
     ### END SOLUTION
 
@@ -36,6 +40,7 @@ def finite_best_of_n_kl(logprobs: Float[np.ndarray, " m"], scores: Float[np.ndar
     Check it: `from minirlhf.grade import check; check("finite_best_of_n_kl")`.
     """
     ### BEGIN SOLUTION
+    check_responses(logprobs, scores, n)
     p = np.exp(np.asarray(logprobs, np.float64) - np.max(logprobs))
     p /= p.sum()
     levels, group = np.unique(np.asarray(scores), return_inverse=True)  # equal scores form one group

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from minirlhf import sampling
 from minirlhf.ops import token_logprobs
 from minirlhf.data import response_mask
 from minirlhf.sampling import Generation, SampleConfig, generate
@@ -176,11 +177,11 @@ def test_left_padding_does_not_change_greedy_response(params, prompts):
 
 def test_no_recompilation_when_only_data_changes(params, prompts):
     sample(params, prompts, 0)
-    compiled = generate._cache_size()
+    compiled = sampling._generate._cache_size()
     new_tokens = jax.random.randint(jax.random.key(9), prompts[0].shape, 3, CFG.vocab_size)
     sample(params, (new_tokens, prompts[1]), 1)
     sample(jax.tree.map(lambda x: x + 0.01, params), (new_tokens, ~prompts[1] | True), 2)
-    assert generate._cache_size() == compiled, "generate recompiled for new data: is a data argument marked static?"
+    assert sampling._generate._cache_size() == compiled, "generate recompiled for new data: is a data argument marked static?"
 
 
 def test_too_long_raises_clear_error(params, prompts):

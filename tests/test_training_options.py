@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minirlhf import policy_gradient, ppo, transformer
+from minirlhf import policy_gradient, ppo, sampling, transformer
 from minirlhf.data import PROMPT_WIDTH, encode_pairs, encode_prompts, response_mask
 from minirlhf.dpo import DPOConfig, train_dpo
 from minirlhf.ops import masked_mean
@@ -109,16 +109,16 @@ def test_adaptive_controller_moves_beta_by_its_formula_on_the_logged_kl(policy, 
 
 def test_a_beta_sweep_compiles_nothing_new(policy, world, base_run):
     """beta is a traced argument, so a second run at another beta finds every step compiled."""
-    cache = ppo.make_rollout._cache_size(), policy_gradient.update._cache_size(), generate._cache_size()
+    cache = ppo.make_rollout._cache_size(), policy_gradient.update._cache_size(), sampling._generate._cache_size()
     with backend_compiles() as compiled:
         _, history = run(policy, world, replace(BASE, beta=0.05))
     assert history["beta"][0] == 0.05
-    steps = {"make_rollout", "update", "generate"}
+    steps = {"make_rollout", "update", "_generate"}
     assert not steps & set(compiled), (
         f"a run that differs only in beta compiled {sorted(steps & set(compiled))} again: is beta (or the config "
         f"that holds it) a static argument of a jitted step?"
     )
-    after = ppo.make_rollout._cache_size(), policy_gradient.update._cache_size(), generate._cache_size()
+    after = ppo.make_rollout._cache_size(), policy_gradient.update._cache_size(), sampling._generate._cache_size()
     assert after == cache, f"jit caches of make_rollout, policy_gradient.update, generate grew from {cache} to {after}"
 
     def probe(x):

@@ -143,6 +143,8 @@ def _result(ex: Exercise, passed: bool, reason: str, output: str = "", seconds: 
 def grade(impl: str | os.PathLike = "exercises", names: list[str] | None = None, timeout: float = DEFAULT_TIMEOUT,
           on_result: Callable[[dict], None] | None = None) -> dict:
     """Run the checks of `names` (exercises or stages; None: all) against the folder `impl`; returns the report."""
+    if not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     impl_dir = resolve_impl(impl)
     results, worker = [], None
     broken: dict[str, str] = {}  # stage (or "*" for every stage) -> why none of its exercises can be checked
@@ -264,6 +266,26 @@ def write_junit(report: dict, path: str | os.PathLike) -> None:
 # ---------------------------------------------------------------- command line
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type of --timeout: a number of seconds > 0 (0 would fail every check as an endless loop)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}; the default is {DEFAULT_TIMEOUT:g}")
+    return seconds
+
+
+def check_writable(path: str) -> None:
+    """A report file can be written there: its folder exists and the path is not a folder."""
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist; create it first")
+    if Path(path).is_dir():
+        raise FileNotFoundError(f"cannot write {path}: it is a folder; name a file")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minirlhf.grade", description=__doc__.splitlines()[0])
     parser.add_argument("--impl", default="exercises",
@@ -271,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
     parser.add_argument("--junit", metavar="FILE", help="write the report as JUnit XML")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="grade only these exercises or stages")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per check (default %(default)s)")
+    parser.add_argument("--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
+                        help="seconds per check, > 0 (default %(default)s)")
     parser.add_argument("--require-pass", action="store_true",
                         help="exit 1 unless every selected exercise passed (for CI steps that grade by exit status)")
     parser.add_argument("--list", action="store_true", help="list the exercises and their points, grade nothing")
@@ -282,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         print(classroom_workflow(args.impl), end="")
         return 0
     if args.list:
-        print(header())
+        print(f"  {'exercise':<{NAME_WIDTH}}{'stage':<14}{'points':<8}library function")
         for ex in EXERCISES:
             print(f"  {ex.name:<{NAME_WIDTH}}{ex.stage:<14}{ex.points:>3}    {ex.library}.{ex.name}")
         print(f"  {len(EXERCISES)} exercises, {MAX_SCORE} points")
@@ -290,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         impl = resolve_impl(args.impl)
         select(args.only)
+        for report_file in filter(None, (args.json, args.junit)):  # before grading, so no report is lost
+            check_writable(report_file)
     except (FileNotFoundError, KeyError) as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2

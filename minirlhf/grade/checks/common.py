@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import sysconfig
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -83,8 +84,12 @@ def _is_number(x: Any) -> bool:
 
 
 def compare(got: Any, want: Any, name: str = "the output", *, dtypes: bool = True, values: bool = True,
-            rtol: float = RTOL, atol: float = ATOL) -> str | None:
-    """None when `got` matches `want` (same structure, shapes, dtypes and values), else the first difference."""
+            rtol: float = RTOL, atol: float = ATOL, where: Callable[[tuple], str] | None = None) -> str | None:
+    """None when `got` matches `want` (same structure, shapes, dtypes and values), else the first difference.
+
+    `where(index)` says in words what an array's entry is ("row 1, response token 2"); without it, 2-D
+    arrays name the row and column.
+    """
     if isinstance(want, tuple) and hasattr(want, "_fields"):  # a NamedTuple: compare field by field
         if not isinstance(got, tuple) or len(got) != len(want):
             return f"{name} should be a {type(want).__name__}{want._fields}, got {describe(got)}"
@@ -111,15 +116,15 @@ def compare(got: Any, want: Any, name: str = "the output", *, dtypes: bool = Tru
             return f"{name} is {g:.6g}, expected {w:.6g}"
         return None
     else:
-        return _compare_arrays(got, want, name, dtypes=dtypes, values=values, rtol=rtol, atol=atol)
+        return _compare_arrays(got, want, name, dtypes=dtypes, values=values, rtol=rtol, atol=atol, where=where)
     for part_name, g, w in parts:
-        msg = compare(g, w, part_name, dtypes=dtypes, values=values, rtol=rtol, atol=atol)
+        msg = compare(g, w, part_name, dtypes=dtypes, values=values, rtol=rtol, atol=atol, where=where)
         if msg:
             return msg
     return None
 
 
-def _compare_arrays(got, want, name, *, dtypes, values, rtol, atol) -> str | None:
+def _compare_arrays(got, want, name, *, dtypes, values, rtol, atol, where=None) -> str | None:
     want = np.asarray(want)
     if not (hasattr(got, "shape") and hasattr(got, "dtype")):
         if dtypes or not isinstance(got, (int, float, list, tuple)):
@@ -146,15 +151,31 @@ def _compare_arrays(got, want, name, *, dtypes, values, rtol, atol) -> str | Non
     idx = tuple(np.argwhere(bad)[0]) if bad.ndim else ()
     g, w = got[idx], want[idx]
     count = f" ({int(bad.sum())} of {bad.size} entries differ)" if bad.size > 1 else ""
+    at = _index(idx) + (f" ({where(idx)})" if where and len(idx) == 2 else f" (row {idx[0]}, column {idx[1]})"
+                        if len(idx) == 2 else "")
     if np.issubdtype(got.dtype, np.floating) and not np.isfinite(g) and np.isfinite(w):
-        return f"{name}{_index(idx)} is {g} where {w:.6g} was expected{count}"
+        return f"{name}{at} is {g} where {w:.6g} was expected{count}"
     fmt = (lambda v: f"{v}") if want.dtype == bool or np.issubdtype(want.dtype, np.integer) else (lambda v: f"{v:.6g}")
-    return f"{name}{_index(idx)} is {fmt(g)}, expected {fmt(w)}{count}"
+    return f"{name}{at} is {fmt(g)}, expected {fmt(w)}{count}"
 
 
-def expect(got: Any, want: Any, case: str, mistakes: list[Mistake] = (), name: str = "the output") -> None:
+def in_layout(mask: np.ndarray) -> Callable[[tuple], str]:
+    """`where` for [batch, seq] arrays: names entry [b, t] by its place in row b, given the response `mask`."""
+    def where(idx: tuple) -> str:
+        b, t = (int(i) for i in idx)
+        row = np.asarray(mask[b], bool)
+        if row[t]:
+            return f"row {b}, response token {int(row[:t].sum()) + 1} of {int(row.sum())}"
+        if row.any() and t < np.argmax(row):
+            return f"row {b}, slot {t}, before the response: the prompt or its padding"
+        return f"row {b}, slot {t}, after the response: padding"
+    return where
+
+
+def expect(got: Any, want: Any, case: str, mistakes: list[Mistake] = (), name: str = "the output",
+           where: Callable[[tuple], str] | None = None) -> None:
     """Raise CheckFailed unless got matches want; name the mistake when one of `mistakes` explains got."""
-    msg = compare(got, want, name)
+    msg = compare(got, want, name, where=where)
     if msg is None:
         return
     for mistake in mistakes:
@@ -227,9 +248,12 @@ def describe_exception(e: BaseException) -> str:
     """'raised ValueError: ... (at exercises/ppo.py:42, in gae)', pointing at the learner's own line if any."""
     if isinstance(e, SystemExit):
         return f"called sys.exit({e.code!r}); a function must return its result, not exit"
+    if isinstance(e, SyntaxError):  # the file did not parse: point at the line, not at the import machinery
+        line = f": `{e.text.strip()}`" if e.text and e.text.strip() else ""
+        return f"{type(e).__name__}: {e.msg} (at {e.filename}:{e.lineno}{line})"
     frames = traceback.extract_tb(e.__traceback__)
-    library = str(Path(__file__).resolve().parents[2])
-    own = [f for f in frames if not f.filename.startswith(library) and "site-packages" not in f.filename
+    not_yours = (str(Path(__file__).resolve().parents[2]), sysconfig.get_paths()["stdlib"])  # minirlhf, Python
+    own = [f for f in frames if not f.filename.startswith(not_yours) and "site-packages" not in f.filename
            and "/jax/" not in f.filename and "<" not in f.filename]
     where = f" (at {own[-1].filename}:{own[-1].lineno}, in {own[-1].name})" if own else ""
     text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from minirlhf.grade.checks.common import (CheckFailed, Mistake, check_for, compare, expect, expect_raises, expect_traceable,
-                                    f32, mask_of, np_log_softmax, reference, response_layout, rng)
+                                    f32, in_layout, mask_of, np_log_softmax, reference, response_layout, rng)
 from minirlhf.ppo_losses import AdaptiveKLConfig, KLState
 
 P, R = 3, 6  # prompt and response width of every per-token case here: arrays are [4, 9]
@@ -89,7 +89,7 @@ def check_kl_shaped_rewards(fn) -> str:
             Mistake("the KL penalty has the wrong sign: r_t = -beta * kl_t", s(sign=1.0)),
             Mistake("ignored `estimator`: compute kl_t with kl_estimate(logprobs - ref_logprobs, estimator)",
                     s(estimator="k1")),
-        ])
+        ], where=in_layout(mask))
     # In the rollout beta is a traced scalar (the adaptive controller changes it without recompiling).
     expect_traceable(lambda *a: fn(*a, "k3"), (*map(jnp.asarray, (scores, logprobs, ref_logprobs, mask)),
                                                jnp.float32(0.05)), caller="the jitted rollout")
@@ -141,7 +141,7 @@ def check_gae(fn) -> str:
             Mistake("the recurrence runs backwards: A_t needs A_{t+1}, so start at the end of each row",
                     g(forward=True)),
             Mistake("returns are advantages + values (R_t = A_t + V_t), not the advantages alone", g(returns="adv")),
-        ], name="(advantages, returns)")
+        ], name="(advantages, returns)", where=in_layout(mask))
     expect_traceable(lambda *a: fn(*a, 1.0, 0.95), tuple(map(jnp.asarray, (rewards, values, mask))),
                      caller="the jitted rollout")
     return f"{len(cases)} cases"
@@ -183,7 +183,7 @@ def check_masked_whiten(fn) -> str:
                     w(ddof=1)),
             Mistake("when every real entry is equal the variance is 0: add 1e-8 under the square root",
                     w(eps=0.0)),
-        ])
+        ], where=in_layout(mask))
     expect_traceable(lambda a, m: fn(a, m, True), (jnp.asarray(x), jnp.asarray(mask)), caller="the jitted rollout")
     return f"{len(cases)} cases"
 
