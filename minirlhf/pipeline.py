@@ -1,8 +1,9 @@
 """The whole course in one run: pretrain -> SFT -> reward model -> PPO -> DPO -> best-of-n -> evaluation.
 
 `python -m minirlhf run` calls `run_pipeline`, which writes to the output folder:
-  metrics.json  one entry per model (gold_reward, answer_rate, kl_to_sft, proxy_reward), the reward
-                model's held-out accuracies beside their ceilings, and seconds per stage
+  metrics.json  one entry per model (gold_reward, answer_rate, kl_to_sft, proxy_reward, and per_kind: what it
+                does on each kind of prompt), the reward model's held-out accuracies beside their ceilings
+                (overall and by pair type), and seconds per stage
   report.md     the table, samples for the same prompts from every model, the plots
   *.png         training curves, gold vs proxy reward, reward vs KL
 Every number comes from this run; the same seed gives the same file.
@@ -20,7 +21,7 @@ import numpy as np
 
 from minirlhf import best_of_n as bon
 from minirlhf import dpo, ppo, pretrain, reward_model, sft
-from minirlhf.evaluation import evaluate, gold_scores
+from minirlhf.evaluation import evaluate, gold_scores, per_kind
 from minirlhf.report import write_report
 from minirlhf.tokenizer import VOCAB_SIZE
 from minirlhf.training import OptimConfig
@@ -112,6 +113,8 @@ def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs
     metrics["seconds"] = seconds
     metrics["seed"] = cfg.seed
     samples = {name: m.pop("tokens") for name, m in metrics.items() if isinstance(m, dict) and "tokens" in m}
+    for name, tokens in samples.items():  # what each model does, kind by kind
+        metrics[name]["per_kind"] = per_kind(world, eval_prompts, tokens)
     for m in metrics.values():
         if isinstance(m, dict):
             m.pop("gold", None)

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 
 from minirlhf import plots
 from minirlhf.data import decode_responses
+from minirlhf.preferences import type_order
 from minirlhf.world import Prompt
 
 PANELS = {  # which metrics each stage's training-curve panel shows
@@ -19,6 +20,7 @@ PANELS = {  # which metrics each stage's training-curve panel shows
     "dpo": ["loss", "rewards/margins", "rewards/accuracies"],
 }
 MODELS = ["pretrained", "sft", "ppo", "dpo", "best_of_n"]
+PER_KIND = ["right", "refuses", "leaks", "definitely", "rambles"]  # evaluation.per_kind's rates, in table order
 STAGES = ["pretrain", "sft", "reward_model", "ppo", "dpo", "evaluation", "best_of_n"]
 
 
@@ -53,6 +55,28 @@ def results_table(metrics: dict) -> str:
     return "\n".join(rows)
 
 
+def per_kind_table(metrics: dict) -> str:
+    """Every trained model's `evaluation.per_kind` figures, one row per (model, prompt kind), as markdown."""
+    rows = ["| model | kind | n | gold ± se | " + " | ".join(PER_KIND) + " |", "|---|" * 4 + "---|" * len(PER_KIND)]
+    for m in MODELS[1:]:  # the pretrained model never answers: nothing to split
+        for kind, d in metrics.get(m, {}).get("per_kind", {}).items():
+            rates = " | ".join(f"{d[r]:.0%}" if r in d else "–" for r in PER_KIND)
+            rows.append(f"| {m} | {kind} | {d['n']} | {d['gold']:+.3f} ± {d['gold_se']:.3f} | {rates} |")
+    return "\n".join(rows)
+
+
+def pair_type_table(rm: dict) -> str:
+    """The RM's accuracy against gold by pair type beside the labelers', on both sets of held-out pairs."""
+    sets = [rm.get("by_pair_type", {}), rm.get("by_pair_type_new_questions", {})]
+    rows = ["| pair type (kind: what separates them) | pairs | RM | labelers | new questions: pairs | RM | labelers |",
+            "|---|---|---|---|---|---|---|"]
+    for t in type_order([t for s in sets for t in s]):
+        cells = [f"{s[t]['n']} | {s[t]['rm']:.0%} | {s[t]['labelers']:.0%}" if t in s else "0 | – | –"
+                 for s in sets]
+        rows.append(f"| {t} | {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
 def markdown(metrics: dict, samples: dict, prompts: list[Prompt], n_show: int) -> str:
     rm = metrics["reward_model"]
     lines = [
@@ -61,11 +85,17 @@ def markdown(metrics: dict, samples: dict, prompts: list[Prompt], n_show: int) -
         "in [-1, 1] (1 = ideal), KL is exact over the vocabulary, the proxy is the reward model's score "
         "(normalized so SFT's samples have mean 0, std 1).", "",
         results_table(metrics), "",
+        *(["## Per prompt kind", "", "Right: a finished answer with the right value (math, color); refuses: the "
+           "refusal sentence, wrong on math and color; leaks: the code appears (secret); rambles: words after the "
+           "answer sentence.", "", per_kind_table(metrics), ""] if "per_kind" in metrics.get("sft", {}) else []),
         "## Reward model", "",
         f"Held-out accuracy: {rm['accuracy_gold']:.1%} against the gold ordering (labelers themselves agree with "
         f"gold {rm['ceiling_gold']:.1%} of the time), {rm['accuracy_labels']:.1%} against the labels "
         f"(Bayes ceiling {rm['ceiling_labels']:.1%}). On math questions held out from SFT and RL it is "
         f"{rm['accuracy_gold_new_questions']:.1%} against gold (labelers {rm['ceiling_gold_new_questions']:.1%}).", "",
+        *(["By pair type: the pairs split by their prompt's kind and the first gold component on which the two "
+           "responses differ; the RM's accuracy against gold beside the labelers' own agreement with gold on the "
+           "same pairs (gold ties left out).", "", pair_type_table(rm), ""] if "by_pair_type" in rm else []),
         "## Plots", "", "![training curves](training_curves.png)", "",
         "![gold vs proxy](gold_vs_proxy.png) ![reward vs KL](reward_vs_kl.png)", "",
         "## Samples (same prompts, every model)", "",

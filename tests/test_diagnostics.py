@@ -154,3 +154,28 @@ def test_the_labelers_ceiling_counts_a_label_against_gold_as_one_minus_p():
 def test_an_rm_tie_is_not_an_order():
     pairs = pairs_of(PAIRS[:1])
     assert reward_model.accuracy_by_type(np.zeros(1), pairs, ["math: right/wrong"])["math: right/wrong"]["rm"] == 0.0
+
+
+# ---------------------------------------------------------------- in the report
+
+
+def test_report_carries_both_tables():
+    from minirlhf import report
+    prompts = [q for q, _ in RESPONSES]
+    kinds = evaluation.per_kind(WORLD, prompts, tokens_of(prompts, [r for _, r in RESPONSES]))
+    pairs = pairs_of(PAIRS)
+    by_type = reward_model.accuracy_by_type(np.ones(len(PAIRS)), pairs, preferences.pair_types(WORLD, pairs))
+    model = {"gold_reward": 0.1, "answer_rate": 0.9, "kl_to_sft": 1.0, "proxy_reward": 0.2, "per_kind": kinds}
+    rm = {k: 0.8 for k in ("accuracy_gold", "accuracy_labels", "ceiling_gold", "ceiling_labels",
+                           "accuracy_gold_new_questions", "ceiling_gold_new_questions")}
+    metrics = {"seed": 0, "sft": model, "ppo": model, "seconds": {"sft": 1.0},
+               "reward_model": {**rm, "by_pair_type": by_type, "by_pair_type_new_questions": {}}}
+    text = report.markdown(metrics, {}, prompts, 0)
+    math = kinds["math"]
+    row = f"| ppo | math | 4 | {math['gold']:+.3f} ± {math['gold_se']:.3f} | 25% | 25% | – | 25% | 25% |"
+    assert row in text, "report.md should have a row per model and kind, from metrics['<model>']['per_kind']"
+    assert "| secret | 3 |" in report.per_kind_table(metrics) and "| ppo | color | 2 |" in text
+    assert "| math: right/wrong | 2 | 100% | 90% | 0 | – | – |" in text, (
+        "report.md should give each pair type's count, RM accuracy and labelers' ceiling, from metrics['reward_model']")
+    rows = report.pair_type_table(metrics["reward_model"]).splitlines()[2:]
+    assert [r.split(" | ")[0][2:] for r in rows] == list(by_type), "one row per pair type, in type order"
