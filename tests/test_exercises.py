@@ -159,6 +159,21 @@ def test_use_learner_code_swaps_every_reference_and_restores_them():
     assert (ppo_losses.gae, ops.masked_mean) == originals and ppo.gae is originals[0], "restored on exit"
 
 
+def test_a_stage_uses_the_learners_written_functions_and_the_librarys_for_the_stubs(tmp_path, capsys):
+    """A learner who has written only gae can run PPO: use_learner_code("ppo") swaps gae in, keeps the rest."""
+    from minirlhf import ppo, ppo_losses
+    for stage in STAGES:
+        (tmp_path / f"{stage}.py").write_text((REPO_ROOT / "exercises" / f"{stage}.py").read_text())
+    written = inspect.getsource(load_learner_module("solutions", "ppo").gae)
+    (tmp_path / "ppo.py").write_text((tmp_path / "ppo.py").read_text() + "\n\n" + written)  # replaces the stub
+    with use_learner_code("ppo", impl=tmp_path) as swapped:
+        assert list(swapped) == ["gae"], f"only the written gae is the learner's, got {sorted(swapped)}"
+        assert ppo.gae is swapped["gae"] and ppo.policy_loss is ppo_losses.policy_loss, "stubs stay the library's"
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"using your code from {tmp_path}/: gae" in said, said
+    assert "using the library's (yours still raise NotImplementedError): kl_estimate, kl_shaped_rewards, " in said
+
+
 def test_use_learner_code_restores_the_library_when_the_block_raises():
     from minirlhf import best_of_n, ppo, ppo_losses, reward_model
     originals = ppo_losses.gae, ppo.gae, reward_model.reward, best_of_n.reward, reward_model.score

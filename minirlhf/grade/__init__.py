@@ -16,9 +16,11 @@ In a notebook:
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import contextlib
 import importlib.util
+import inspect
 import itertools
 import json
 import os
@@ -453,16 +455,41 @@ def load_learner_module(impl: str | os.PathLike, stage: str):
     return module
 
 
+def _which_is_which(swapped: dict[str, Callable], kept: list[str], impl) -> str:
+    """One line for each side of use_learner_code's split: the learner's functions, and the library's stand-ins."""
+    stubs = [name for name, fn in swapped.items() if is_stub(fn)]
+    yours = ", ".join(f"{n} (a stub: it raises NotImplementedError)" if n in stubs else n for n in swapped)
+    lines = [f"using your code from {impl}/: {yours or 'none'}"]
+    if kept:
+        lines.append(f"using the library's (yours still raise NotImplementedError): {', '.join(kept)}")
+    return "\n".join(lines)
+
+
 def _library_modules() -> list:
     """minirlhf's own modules, where a stage looks its functions up (the checks and the grader excluded)."""
     return [m for n, m in list(sys.modules.items()) if m is not None and (n == "minirlhf" or n.startswith("minirlhf."))
             and not n.startswith("minirlhf.grade")]
 
 
+def is_stub(fn: Callable) -> bool:
+    """Is `fn` still the generated stub: a docstring, then only `raise NotImplementedError(...)`?"""
+    try:
+        node = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+    except (OSError, TypeError, SyntaxError, IndexError):
+        return False  # no source to read (defined in a notebook cell, say): treat it as written
+    body = [n for n in node.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    raised = body[0].exc if len(body) == 1 and isinstance(body[0], ast.Raise) else None
+    called = raised.func if isinstance(raised, ast.Call) else raised
+    return isinstance(called, ast.Name) and called.id == "NotImplementedError"
+
+
 @contextlib.contextmanager
-def use_learner_code(*names: str, impl: str | os.PathLike = "exercises") -> Iterator[dict]:
+def use_learner_code(*names: str, impl: str | os.PathLike = "exercises", quiet: bool = False) -> Iterator[dict]:
     """Inside the `with`, the library calls the learner's versions of these exercises (or stages).
 
+    A stage name takes each of its exercises the learner has written and leaves the library's for those
+    still a stub (raising NotImplementedError), so a stage runs before all of it is done; an exercise named
+    explicitly is used even as a stub (it then raises from inside the stage). It prints which is which.
     Every minirlhf module that holds the library function (e.g. both `ppo_losses.gae` and the `gae` that
     `ppo` imported) gets the learner's instead, and JAX's compilation caches are cleared on the way in and out,
     so jitted steps (which call exercises by name, never jit one at import) retrace with the swapped code and
@@ -475,12 +502,18 @@ def use_learner_code(*names: str, impl: str | os.PathLike = "exercises") -> Iter
         raise ValueError("name at least one exercise or stage, e.g. use_learner_code('gae')")
     exercises = select(list(names))
     modules = {stage: load_learner_module(impl, stage) for stage in {e.stage for e in exercises}}
-    swapped = {}
+    swapped, kept = {}, []
     for ex in exercises:
         fn = getattr(modules[ex.stage], ex.name, None)
         if not callable(fn):
             raise AttributeError(f"{resolve_impl(impl) / (ex.stage + '.py')} has no function {ex.name}()")
-        swapped[ex.name] = fn
+        if ex.name not in names and is_stub(fn):
+            kept.append(ex.name)
+        else:
+            swapped[ex.name] = fn
+    if not quiet:
+        print(_which_is_which(swapped, kept, impl))
+    exercises = [ex for ex in exercises if ex.name in swapped]
     patches = []  # (module, attribute, original value)
     for module in _library_modules():
         for attr, value in list(vars(module).items()):
