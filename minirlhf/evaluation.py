@@ -133,6 +133,13 @@ def evaluate(params: dict, cfg: transformer.ModelConfig, world: World, prompts: 
 
     Pass `tokens` to score given responses (e.g. best-of-n picks) instead of sampling new ones.
     """
+    if len(prompts) == 0:
+        raise ValueError("evaluate got no prompts: pass at least one (a mean over none is NaN)")
+    if tokens is not None and len(tokens) != len(prompts):
+        raise ValueError(f"evaluate got {len(tokens)} rows of tokens for {len(prompts)} prompts: one row per prompt")
+    transformer.check_params(params, cfg, "evaluate's model")
+    if ref_params is not None:
+        transformer.check_params(ref_params, cfg, "evaluate's reference model")
     if tokens is None:
         gen = sample(params, cfg, prompts, key)
         tokens, valid = np.asarray(gen.tokens), np.asarray(gen.valid)

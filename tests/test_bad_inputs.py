@@ -240,3 +240,18 @@ def test_an_unknown_mistake_is_located_in_words():
 
     passed, reason = common.run_check("gae", off_by_a_bit)
     assert not passed and "advantages[1, 5] (row 1, response token 3 of 6) is" in reason, reason
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def test_evaluate_refuses_no_prompts_and_tokens_that_do_not_match_them(lm, prompts):
+    from minirlhf.evaluation import evaluate
+    world = make_world()
+    with pytest.raises(ValueError, match="evaluate got no prompts"):
+        evaluate(lm, CFG, world, [], jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="evaluate got 2 rows of tokens for 3 prompts"):
+        evaluate(lm, CFG, world, prompts, jax.random.PRNGKey(0), tokens=np.zeros((2, PROMPT_WIDTH + 4), np.int32))
+    small = params_for(transformer.ModelConfig(**{**CFG.__dict__, "vocab_size": VOCAB_SIZE - 8}))
+    with pytest.raises(ValueError, match="evaluate's reference model: the params do not fit"):
+        evaluate(lm, CFG, world, prompts, jax.random.PRNGKey(0), ref_params=small)
