@@ -175,7 +175,7 @@ class VerifierReward:
     reward_params: (rm_params, {"shift", "scale"}), the scale fitted on SFT's math samples. lax: the gameable checker.
     """
 
-    cfg: ModelConfig
+    rm_cfg: ModelConfig
     lax: bool = False
     prompt_width: int = PROMPT_WIDTH
 
@@ -183,5 +183,5 @@ class VerifierReward:
         rm_params, scale = params
         check = (lax_match if self.lax else exact_match)(tokens, self.prompt_width)  # [B]
         is_math = read_prompts(tokens[:, :self.prompt_width]).kind == MATH
-        rm = reward_model.reward(rm_params, tokens, valid, self.cfg)  # [B]: every row, so the shapes stay fixed
+        rm = reward_model.reward(rm_params, tokens, valid, self.rm_cfg)  # [B]: every row, so the shapes stay fixed
         return jnp.where(is_math, (check - scale["shift"]) / scale["scale"], rm)
