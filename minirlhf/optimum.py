@@ -33,6 +33,7 @@ from scipy.special import logsumexp
 
 from minirlhf import dpo, reward_model, transformer
 from minirlhf.best_of_n import distinct_responses
+from minirlhf.data import PROMPT_WIDTH
 from minirlhf.sampling import sample
 from minirlhf.world import Prompt
 
@@ -43,6 +44,7 @@ class Support(NamedTuple):
     tokens: Int[np.ndarray, "k seq"]  # the shared [P + R] layout
     logprobs: Float[np.ndarray, " k"]  # exact log pi_sft(y|x), EOS included
     scores: Float[np.ndarray, " k"]  # the reward model's r(x, y)
+    counts: Int[np.ndarray, " k"]  # how many of the draws were this response (the empirical distribution)
 
 
 # ---------------------------------------------------------------- the support
@@ -61,8 +63,10 @@ def draw_support(key: jax.Array, sft_params: dict, rm_params: dict, prompt: Prom
     gen = sample(sft_params, cfg, [prompt] * draws, key)
     logprobs, scores = map(np.asarray, _logprobs_and_scores(sft_params, rm_params, gen.tokens, gen.valid, cfg))
     tokens = np.asarray(gen.tokens)  # [M, P + R]
-    keep = distinct_responses(tokens)  # [k]
-    return Support(tokens[keep], logprobs[keep].astype(np.float64), scores[keep].astype(np.float64))
+    keep = distinct_responses(tokens)  # [k]: each response's first draw
+    same = np.all(tokens[keep, None, PROMPT_WIDTH:] == tokens[None, :, PROMPT_WIDTH:], axis=-1)  # [k, M]
+    counts = same.sum(axis=1)  # [k]
+    return Support(tokens[keep], logprobs[keep].astype(np.float64), scores[keep].astype(np.float64), counts)
 
 
 def coverage(logprobs: Float[np.ndarray, " k"]) -> float:
@@ -111,10 +115,11 @@ def kl_to_sft(log_w: Float[np.ndarray, " k"], logprobs: Float[np.ndarray, " k"])
 def optimum(logprobs: Float[np.ndarray, " k"], rewards: Float[np.ndarray, " k"], beta: float,
             values: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """pi*_beta for reward `rewards` on one prompt's support: E[r], KL to pi~, J = beta log Z~, and E[v] of each
-    named array in `values` (e.g. the gold reward of the same responses). kl_restricted: the exact KL to
-    pi_sft of the same weights as a policy that stays on the support (module docstring)."""
+    named array in `values` (e.g. the gold reward of the same responses). kl_restricted, objective_restricted:
+    the exact KL to pi_sft and J of the same weights as a policy that stays on the support (module docstring)."""
     log_w = log_weights(logprobs, rewards, beta)
     kl = kl_to_sft(log_w, logprobs)
-    out = {"reward": expect(log_w, rewards), "kl": kl, "kl_restricted": kl - np.log(coverage(logprobs)),
-           "objective": beta * log_partition(logprobs, rewards, beta)}
+    log_c, objective = np.log(coverage(logprobs)), beta * log_partition(logprobs, rewards, beta)
+    out = {"reward": expect(log_w, rewards), "kl": kl, "objective": objective,
+           "kl_restricted": kl - log_c, "objective_restricted": objective + beta * log_c}
     return out | {name: expect(log_w, v) for name, v in (values or {}).items()}

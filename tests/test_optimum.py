@@ -79,6 +79,7 @@ def test_optimum_reports_other_values_the_restricted_kl_and_rejects_beta_zero():
     assert np.isclose(out["gold"], brute_force(0.5) @ gold)
     assert np.isclose(out["kl_restricted"] - out["kl"], -np.log(0.9)), (
         "as a policy that stays on the support, pi*'s KL to the full pi_sft is KL to pi~ plus log(1 / coverage)")
+    assert np.isclose(out["objective_restricted"], out["reward"] - 0.5 * out["kl_restricted"])
     with pytest.raises(ValueError, match="beta > 0"):
         optimum.log_weights(LOGPROBS, REWARDS, 0.0)
 
@@ -115,6 +116,8 @@ def test_the_support_holds_each_drawn_response_once(peaked):
     assert len(set(drawn)) < 64, "the test needs repeated draws (make the model more peaked)"
     assert sorted(tuple(row[PROMPT_WIDTH:]) for row in s.tokens) == sorted(set(drawn)), (
         "the support is every distinct response drawn, each exactly once")
+    assert s.counts.sum() == 64 and all(s.counts[i] == drawn.count(tuple(row[PROMPT_WIDTH:]))
+                                        for i, row in enumerate(s.tokens)), "counts: how many draws were each response"
     assert 0 < optimum.coverage(s.logprobs) <= 1 + 1e-6, (
         f"distinct responses hold at most all of SFT's mass, got coverage {optimum.coverage(s.logprobs)}: "
         "a response drawn twice was counted twice")
