@@ -31,6 +31,7 @@ EXPERIMENTS = {  # name -> module in this package
     "sharding": "sharding",  # data-parallel training step over several devices
     "optimum": "optimum",  # the exact KL-regularised optimum pi* beside PPO, DPO and best-of-n
     "rlvr": "rlvr",  # verifiable rewards and the perfect-reward control: math accuracy, pass@k
+    "ensemble": "ensemble",  # reward-model ensembles against over-optimisation; stopping without gold
 }
 
 

@@ -1,0 +1,379 @@
+"""Reward-model ensembles against over-optimisation, and a stopping rule that needs no gold (Coste et al. 2024).
+
+The over-optimisation setup (PPO at beta = 0 from SFT; best-of-n up to n = 256 from one set of SFT draws), with
+the reward either the pipeline's RM alone ("single") or an ensemble of k members: the pipeline's RM and k - 1
+more, each trained with its own key on a bootstrap resample of the same labelled pairs (`minirlhf.ensemble`),
+combined by mean, min or mean - lambda std. Per seed and curve: where gold peaks, the KL there, and gold at the
+end (`gao_forms.peak`).
+
+Monitoring: a practitioner has no gold. At every checkpoint of every PPO run we record beside gold what they do
+have: the KL to SFT, the proxy and its slope per unit of d = sqrt(KL), the policy's entropy, and the members'
+disagreement (std across members, per sample). The stopping rule: tau is the `alarm_quantile` quantile of the
+disagreement over SFT's own samples; stop when more than `alarm_share` of a checkpoint's samples exceed tau,
+and keep the checkpoint before. Its gold is set against the best checkpoint's, which only gold can find.
+
+Time: each extra member costs one reward-model stage (trained once, then cached); each PPO run is timed
+without its checkpoint measurements.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from functools import cache, partial
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+from minirlhf import best_of_n as bon
+from minirlhf import ensemble, ppo, reward_model, store
+from minirlhf.data import response_mask
+from minirlhf.evaluation import gold_scores
+from minirlhf.experiments import seed_spread
+from minirlhf.experiments.base import BaseModels, made_by
+from minirlhf.experiments.gao_forms import peak
+from minirlhf.experiments.toolkit import (bars, best_of_n_mean, eval_prompts, fmt, measure, result, seed_bases,
+                                          spread_tree, table, train_ppo)
+from minirlhf.ops import masked_mean
+from minirlhf.pipeline import PipelineConfig
+from minirlhf.ppo_losses import token_entropy
+from minirlhf.sampling import sample
+from minirlhf.transformer import ModelConfig, forward
+from minirlhf.world import Prompt, sample_prompts
+
+SINGLE = "single"  # the pipeline's RM alone, the curve every objective is compared with
+
+
+@dataclass(frozen=True)
+class Config:
+    """The ensemble, its objectives, the budget of each curve and the stopping rule. Config() is the CLI's run."""
+
+    k: int = 4
+    """Members: the pipeline's RM and k - 1 more (Coste et al. use five)."""
+    bootstrap: bool = True
+    """Train the extra members on bootstrap resamples of the pairs (False: the same pairs, other keys only)."""
+    objectives: tuple[tuple[str, float], ...] = (("mean", 0.0), ("min", 0.0), ("mean_minus_std", 1.0))
+    """Ensemble objectives as (name, lambda), each climbed by its own PPO run and best-of-n curve."""
+    ppo_iterations: int = 40
+    """PPO iterations per run at beta = 0 (gold peaks within the first few and has fallen by about 40)."""
+    n_checkpoints: int = 9
+    """Log-spaced iterations at which each run is measured (SFT is iteration 0)."""
+    n_eval: int = 256
+    """Held-out prompts every checkpoint answers (the same prompts and sampling key each time)."""
+    bon_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    """Best-of-n's n values, all from the same draws."""
+    bon_draws: int = 1024
+    """SFT samples per distinct held-out prompt, from which best-of-n (n <= bon_draws) is estimated."""
+    alarm_quantile: float = 0.9
+    """tau = this quantile of the disagreement over SFT's samples (so a share 1 - quantile of them exceed it)."""
+    alarm_share: float = 0.2
+    """Stop once more than this share of a checkpoint's samples exceed tau (twice SFT's own share)."""
+    pipeline: PipelineConfig = PipelineConfig()
+    """Pretraining, SFT, the reward model and PPO's other settings, as the pipeline runs them."""
+
+    def __post_init__(self):
+        if self.k < 2:
+            raise ValueError(f"Config.k must be >= 2 (an ensemble of one has no disagreement), got {self.k}")
+        bad = [o for o in self.objectives if len(o) != 2 or o[0] not in ensemble.OBJECTIVES or not o[1] >= 0]
+        if not self.objectives or bad:
+            raise ValueError(f"Config.objectives must be (name, lambda >= 0) pairs, name one of {ensemble.OBJECTIVES}; "
+                             f"bad: {bad or 'none given'}")
+        if min(self.ppo_iterations, self.n_checkpoints, self.n_eval, self.bon_draws) < 1:
+            raise ValueError("Config.ppo_iterations, n_checkpoints, n_eval and bon_draws must be >= 1")
+        if not self.bon_ns or min(self.bon_ns) < 1 or max(self.bon_ns) > self.bon_draws:
+            raise ValueError(f"Config.bon_ns must lie in [1, bon_draws={self.bon_draws}], got {self.bon_ns}")
+        if not (0 < self.alarm_quantile < 1 and 0 < self.alarm_share < 1):
+            raise ValueError("Config.alarm_quantile and alarm_share must lie in (0, 1)")
+
+    @classmethod
+    def small(cls) -> Config:
+        """A notebook's budget: three members, shorter PPO, fewer prompts and draws."""
+        return cls(k=3, ppo_iterations=24, n_checkpoints=7, n_eval=128, bon_ns=(1, 2, 4, 8, 16, 32, 64),
+                   bon_draws=256)
+
+
+def run_name(objective: str, lam: float) -> str:
+    return f"mean - {lam:g} std" if objective == "mean_minus_std" else objective
+
+
+def scorer(objective: str | None, lam: float = 0.0):
+    """Members' scores [k, M] -> the reward a curve climbs [M]: member 0 alone (objective None), or combined."""
+    if objective is None:
+        return lambda scores: np.asarray(scores[0])
+    return lambda scores: np.asarray(ensemble.combine(jnp.asarray(scores), objective, lam))
+
+
+# ---------------------------------------------------------------- the members
+
+
+def members(cfg: Config, base: BaseModels, cache_dir) -> tuple[tuple, list[dict]]:
+    """(the k members, the pipeline's RM first; per member its held-out gold accuracy and training seconds).
+
+    Member i >= 1 is trained from key fold_in(rm key, i), kept in the cache beside the pipeline's RM.
+    """
+    @cache
+    def inputs():  # drawn once, and only when some member must be trained
+        heldout, _ = reward_model.heldout_pairs(base.keys["rm"], base.sft, base.world, base.cfg.model, base.cfg.rm)
+        return heldout, ensemble.normalization_samples(base.keys["rm"], base.sft, base.world, base.cfg.model,
+                                                       base.cfg.rm)
+
+    def make(i: int):
+        start = time.perf_counter()
+        params, metrics = ensemble.train_member(jax.random.fold_in(base.keys["rm"], i), base.sft, base.pairs,
+                                                *inputs(), base.cfg.model, base.cfg.rm, resample=cfg.bootstrap)
+        return params, {"metrics": metrics, "seconds": time.perf_counter() - start}
+
+    found, info = [base.rm], [{"accuracy_gold": base.rm_metrics.get("accuracy_gold"), "seconds": None}]
+    for i in range(1, cfg.k):
+        record = made_by("rm", base.cfg) | {"stage": "rm_member", "member": i, "bootstrap": cfg.bootstrap}
+        params, extra = store.cached(cache_dir, record, base.cfg.model, partial(make, i))
+        found.append(params)
+        info.append({"accuracy_gold": extra["metrics"]["accuracy_gold"], "seconds": extra["seconds"]})
+    return tuple(found), info
+
+
+# ---------------------------------------------------------------- what a practitioner sees at a checkpoint
+
+
+@partial(jax.jit, static_argnames="cfg")
+def response_entropy(params: dict, tokens, valid, cfg: ModelConfig) -> jax.Array:
+    """The policy's exact entropy per response token, averaged over these samples' response tokens (nats)."""
+    return masked_mean(token_entropy(forward(params, tokens, valid, cfg).logits), response_mask(valid))
+
+
+def look(params: dict, base: BaseModels, prompts: list[Prompt], members: tuple) -> tuple[dict, np.ndarray]:
+    """`toolkit.measure` (gold, KL, the single RM's proxy, behaviour), the members' mean score, their mean
+    disagreement and the policy's entropy; and the disagreement of each sample, [n]."""
+    stats, ev = measure(params, base, prompts)
+    scores = ensemble.member_scores(members, ev["tokens"], ev["valid"], base.cfg.model)  # [k, n]
+    per_sample = np.asarray(ensemble.disagreement(jnp.asarray(scores)))
+    entropy = float(response_entropy(params, jnp.asarray(ev["tokens"]), jnp.asarray(ev["valid"]), base.cfg.model))
+    return stats | {"ensemble_mean": float(scores.mean()), "disagreement": float(per_sample.mean()),
+                    "entropy": entropy}, per_sample
+
+
+def checkpoints(iterations: int, count: int) -> list[int]:
+    """About `count` log-spaced iterations in [1, iterations], always including the last."""
+    return [int(i) for i in np.unique(np.round(np.geomspace(1, iterations, count)).astype(int))]
+
+
+# ---------------------------------------------------------------- PPO at beta = 0, watched
+
+
+def ppo_curve(cfg: Config, base: BaseModels, prompts: list[Prompt], members: tuple, start: tuple[dict, float],
+              objective: str | None, lam: float = 0.0) -> dict:
+    """PPO at beta = 0 against the single RM (objective None) or the ensemble, looked at every checkpoint.
+
+    start: SFT's `look` and tau. The value model starts from the pipeline's RM in every run.
+    """
+    ppo_cfg = dataclasses.replace(base.cfg.ppo, beta=0.0, iterations=cfg.ppo_iterations)
+    (sft_stats, tau), marks = start, set(checkpoints(cfg.ppo_iterations, cfg.n_checkpoints))
+    points, looking = [{"iteration": 0, **sft_stats, "alarm_share": 1 - cfg.alarm_quantile}], [0.0]
+
+    def on_iteration(i: int, params: dict) -> None:
+        if i in marks:
+            t = time.perf_counter()
+            stats, per_sample = look(params, base, prompts, members)
+            points.append({"iteration": i, **stats, "alarm_share": ensemble.share_above(per_sample, tau)})
+            looking[0] += time.perf_counter() - t
+
+    t = time.perf_counter()
+    if objective is None:
+        train_ppo(base, ppo_cfg, on_iteration=on_iteration)
+    else:
+        ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, ensemble.ensemble_reward_fn(base.cfg.model, objective, lam),
+                      members, partial(sample_prompts, base.world), base.cfg.model, ppo_cfg,
+                      gold_fn=partial(gold_scores, base.world), value_params=base.rm, on_iteration=on_iteration)
+    curve = {k: [p[k] for p in points] for k in points[0]} | {"seconds": time.perf_counter() - t - looking[0]}
+    return read_curve(curve, cfg.alarm_share)
+
+
+def read_curve(curve: dict, alarm_share: float) -> dict:
+    """Add d, the proxy's slope per unit d, the gold peak, and where the stopping rule stops (gold at the stop vs
+    at the best checkpoint)."""
+    d = np.sqrt(np.maximum(curve["kl"], 0.0))
+    slope = np.diff(curve["proxy"]) / np.maximum(np.diff(d), 1e-3)  # d steps back too; 1e-3: no division by 0
+    stop, best = ensemble.stop_before_alarm(curve["alarm_share"], alarm_share), int(np.argmax(curve["gold"]))
+    return curve | {"d": list(d), "proxy_slope": [None, *slope], "peak": peak(list(d), curve["gold"], curve["proxy"],
+                                                                            curve["gold_se"]),
+                    "stop": {"index": stop, "iteration": curve["iteration"][stop], "gold": curve["gold"][stop],
+                             "kl": curve["kl"][stop], "best_iteration": curve["iteration"][best],
+                             "best_gold": curve["gold"][best], "regret": curve["gold"][best] - curve["gold"][stop]}}
+
+
+# ---------------------------------------------------------------- best-of-n from one set of SFT draws
+
+
+def bon_draws(cfg: Config, base: BaseModels, prompts: list[Prompt], members: tuple) -> list[dict]:
+    """Per distinct prompt: how often it occurs, and its `bon_draws` SFT samples' members' scores [k, M], gold [M],
+    log-probs [M] and distinct rows. The draws are `toolkit.best_of_n_curves`'s (the "bon" key folded with j)."""
+    distinct: dict[tuple, list] = {}
+    for p in prompts:
+        distinct.setdefault(p.words, [p, 0])[1] += 1
+    draws = []
+    for j, (prompt, count) in enumerate(distinct.values()):
+        gen = sample(base.sft, base.cfg.model, [prompt] * cfg.bon_draws, jax.random.fold_in(base.keys["bon"], j))
+        tokens = np.asarray(gen.tokens)
+        draws.append({"count": count, "gold": gold_scores(base.world, [prompt] * cfg.bon_draws, tokens),
+                      "scores": ensemble.member_scores(members, gen.tokens, gen.valid, base.cfg.model),
+                      "logprobs": np.asarray(gen.logprobs).sum(axis=1), "keep": bon.distinct_responses(tokens)})
+    return draws
+
+
+def bon_curve(draws: list[dict], reward, ns: tuple[int, ...]) -> dict:
+    """Best-of-n by `reward` (members' scores -> [M]): gold and the reward of the pick (unbiased over the draws,
+    `toolkit.best_of_n_mean`), exact KL on the distinct draws, per n; weighted by each prompt's count."""
+    total = np.zeros((len(ns), 3))
+    for dr in draws:
+        r, keep = reward(dr["scores"]), dr["keep"]
+        total += dr["count"] * np.array([[best_of_n_mean(r, dr["gold"], n), best_of_n_mean(r, r, n),
+                                          bon.finite_best_of_n_kl(dr["logprobs"][keep], r[keep], n)] for n in ns])
+    gold, proxy, kl = (total / sum(dr["count"] for dr in draws)).T
+    d = list(np.sqrt(np.maximum(kl, 0.0)))
+    return {"n": list(ns), "gold": list(gold), "proxy": list(proxy), "kl": list(kl), "d": d,
+            "peak": peak(d, list(gold), list(proxy))}
+
+
+# ---------------------------------------------------------------- one seed, many seeds
+
+
+def run_seed(cfg: Config, base: BaseModels, cache_dir=None) -> dict:
+    """Members, the PPO runs and the best-of-n curves of one seed, with the load the machine was under."""
+    load, cpu = os.getloadavg()[0], time.process_time()
+    prompts = eval_prompts(base, cfg.n_eval)
+    found, member_info = members(cfg, base, cache_dir)
+    sft_stats, sft_disagreement = look(base.sft, base, prompts, found)
+    start = (sft_stats, ensemble.alarm_threshold(sft_disagreement, cfg.alarm_quantile))
+    runs = {SINGLE: (None, 0.0)} | {run_name(o, lam): (o, lam) for o, lam in cfg.objectives}
+    ppo_runs = {name: ppo_curve(cfg, base, prompts, found, start, o, lam) for name, (o, lam) in runs.items()}
+    t = time.perf_counter()
+    draws = bon_draws(cfg, base, prompts, found)
+    bon_seconds = time.perf_counter() - t
+    curves = {name: bon_curve(draws, scorer(o, lam), cfg.bon_ns) for name, (o, lam) in runs.items()}
+    return {"seed": base.cfg.seed, "tau": start[1], "members": member_info, "ppo": ppo_runs, "bon": curves,
+            "seconds": {"bon_draws_and_scores": bon_seconds, "cpu": time.process_time() - cpu},
+            "load": {"start": load, "end": os.getloadavg()[0]}}
+
+
+def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict[int, BaseModels] | None = None) -> dict:
+    """Every seed; `bases` may hold already-trained base models by seed (a notebook or a test passes its own)."""
+    per_seed = {str(seed): run_seed(cfg, base, cache) for seed, base in seed_bases(cfg, seeds, cache, bases)}
+    return result("ensemble", cfg, per_seed, aggregate(per_seed))
+
+
+def aggregate(per_seed: dict) -> dict:
+    """Across seeds, per PPO run and best-of-n curve: its peak's figures; per PPO run its stop and its seconds."""
+    seeds = list(per_seed.values())
+    out = {}
+    for method in ("ppo", "bon"):
+        for name in seeds[0][method]:
+            runs = [s[method][name] for s in seeds]
+            out[f"{method} {name}"] = spread_tree([r["peak"] | ({"stop": r["stop"], "seconds": r["seconds"]}
+                                                                if method == "ppo" else {}) for r in runs],
+                                                  skip=("peak_inside", "index"))
+    trained = [m["seconds"] for s in seeds for m in s["members"] if m["seconds"] is not None]
+    out["member_seconds"] = seed_spread(trained) if trained else None
+    return out
+
+
+# ---------------------------------------------------------------- plot and summary
+
+SEED_STYLES = ("-", "--", ":", "-.")
+WATCHED = ("gold", "proxy", "disagreement", "alarm_share", "entropy")
+
+
+def plot(result: dict) -> plt.Figure:
+    """Top: gold against d for PPO and best-of-n, per run; gold at the peak and the end. Bottom: the single-RM run
+    watched, per seed, with the rule's stop and the best checkpoint."""
+    seeds = list(result["seeds"].values())
+    names = list(seeds[0]["ppo"])
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for col, method in enumerate(("ppo", "bon")):
+        ax = axes[0, col]
+        for s, r in enumerate(seeds):
+            for c, name in enumerate(names):
+                curve = r[method][name]
+                ax.plot(curve["d"], curve["gold"], "o" + SEED_STYLES[s % 4], color=colors[c], ms=3,
+                        label=f"{name}" if s == 0 else None)
+        ax.set_xlabel("d = sqrt(KL to SFT), sqrt(nats)")
+        ax.set_ylabel("gold reward (mean)")
+        ax.set_title(("PPO at beta = 0" if method == "ppo" else "best-of-n") + " (line style: seed)", fontsize=10)
+        ax.legend(fontsize=7)
+    agg = result["aggregate"]
+    bars(axes[0, 2], names, {f"PPO gold {k}": [agg[f"ppo {n}"][f"gold_{k}"] for n in names] for k in ("peak", "end")}
+         | {f"best-of-n gold {k}": [agg[f"bon {n}"][f"gold_{k}"] for n in names] for k in ("peak", "end")},
+         "gold reward", "gold at the peak and at the end (bars: mean, whiskers: range, dots: seeds)")
+    for col, r in enumerate(seeds[:3]):
+        ax, curve = axes[1, col], r["ppo"][SINGLE]
+        x = np.maximum(curve["iteration"], 0.5)  # SFT (iteration 0) drawn at 0.5 on the log axis
+        for c, key in enumerate(WATCHED):
+            ax.plot(x, curve[key], "o-", color=colors[c], ms=3, label=key)
+        ax.plot(x, np.array(curve["kl"]) / 10, "o-", color=colors[len(WATCHED)], ms=3, label="KL / 10")
+        ax.axvline(x[curve["stop"]["index"]], color="k", ls="--", lw=1, label="rule's stop")
+        ax.axvline(max(curve["stop"]["best_iteration"], 0.5), color="g", ls=":", lw=1.5, label="best checkpoint")
+        ax.set_xscale("log")
+        ax.set_xlabel("PPO iteration (SFT at 0.5)")
+        ax.set_title(f"seed {r['seed']}: the single-RM run as a practitioner sees it (and gold)", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.suptitle(f"Reward-model ensembles (k = {result['config']['k']}) against over-optimisation, and a stopping "
+                 "rule without gold", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def compared(agg: dict, method: str, names: list[str], key: str) -> list[str]:
+    """One line per objective: its `key` minus the single RM's, per seed, and in how many seeds it is higher."""
+    base = agg[f"{method} {SINGLE}"][key]["values"]
+    out = []
+    for name in names[1:]:
+        diff = np.subtract(agg[f"{method} {name}"][key]["values"], base)
+        out.append(f"{name}: {', '.join(f'{x:+.3f}' for x in diff)} (higher in {int(np.sum(diff > 0))}/{len(diff)})")
+    return out
+
+
+def summary(result: dict) -> str:
+    """Markdown: per seed, each curve's peak and end; the objectives against the single RM; the stopping rule; time."""
+    seeds, agg, cfg = list(result["seeds"].values()), result["aggregate"], result["config"]
+    names = list(seeds[0]["ppo"])
+    lines = [f"## Reward-model ensembles ({len(seeds)} seeds: {', '.join(str(s['seed']) for s in seeds)})", "",
+             (f"k = {cfg['k']} members (the pipeline's RM and {cfg['k'] - 1} trained on "
+              f"{'bootstrap resamples of its pairs' if cfg['bootstrap'] else 'its pairs'}, each its own key); PPO at "
+              f"beta = 0 for {cfg['ppo_iterations']} iterations, best-of-n up to n = {max(cfg['bon_ns'])} from "
+              f"{cfg['bon_draws']} SFT draws per prompt. Gold: the ideal human; KL: exact, to SFT."), ""]
+    rows = []
+    for method, label in (("ppo", "PPO"), ("bon", "best-of-n")):
+        for r in seeds:
+            for name in names:
+                c, p = r[method][name], r[method][name]["peak"]
+                rows.append([label, name, str(r["seed"]), f"{c['gold'][0]:+.3f} -> {p['gold_peak']:+.3f} -> "
+                             f"{p['gold_end']:+.3f}", f"{p['kl_peak']:.2f}", f"{c['kl'][-1]:.2f}"])
+    lines += table(["method", "reward", "seed", "gold: SFT -> peak -> end", "KL at peak", "KL at end"], rows)
+    lines += ["", "**Across seeds** (mean ± std [min, max]):", ""]
+    for method, label in (("ppo", "PPO"), ("bon", "best-of-n")):
+        for name in names:
+            a = agg[f"{method} {name}"]
+            lines.append(f"- {label}, {name}: gold peak {fmt(a['gold_peak'])} at KL {fmt(a['kl_peak'], 2)}, "
+                         f"gold at the end {fmt(a['gold_end'])}")
+    for method, label in (("ppo", "PPO"), ("bon", "best-of-n")):
+        for key in ("gold_peak", "gold_end"):
+            lines += ["", f"{label}, {key.replace('_', ' at the ')} minus the single RM's, per seed:", "",
+                      *(f"- {line}" for line in compared(agg, method, names, key))]
+    lines += ["", (f"**Stopping without gold**: tau = the {cfg['alarm_quantile']:g} quantile of the members' "
+                   f"disagreement on SFT's samples; stop when more than {cfg['alarm_share']:g} of a checkpoint's "
+                   "samples exceed it, keep the checkpoint before. Gold there vs the best checkpoint's:"), ""]
+    rows = [[name, str(r["seed"]), f"{r['tau']:.3f}", str(st["iteration"]), f"{st['gold']:+.3f}", f"{st['kl']:.2f}",
+             f"{st['best_iteration']}", f"{st['best_gold']:+.3f}", f"{st['regret']:.3f}"]
+            for name in names for r in seeds for st in [r["ppo"][name]["stop"]]]
+    lines += table(["PPO reward", "seed", "tau", "stop: iteration", "gold", "KL", "best: iteration", "gold",
+                    "gold lost"], rows)
+    member = agg["member_seconds"]
+    lines += ["", "**Time** (seconds on the shared 2-core machine; load average per seed "
+              + ", ".join(f"{s['load']['start']:.0f}-{s['load']['end']:.0f}" for s in seeds) + "):", "",
+              f"- one extra member (one reward-model stage, when first trained; then cached): {fmt(member, 1)}",
+              *(f"- PPO, {name}: {fmt(agg[f'ppo {name}']['seconds'], 1)} per run (checkpoint measurements excluded)"
+                for name in names)]
+    return "\n".join(lines)
