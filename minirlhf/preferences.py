@@ -18,8 +18,9 @@ prob_chosen (P(the labeler prefers chosen), before the draw) and kind (index int
 Only numeric arrays, so it can go straight to the device.
 
 A pair's *type* (`pair_types`) is its prompt's kind and what separates its two responses: the first gold
-component on which they differ, in the order harmless, format, correct, calibrated, concise (`SEPARATORS`). Accuracy by type shows *which* judgements an RM has
-learned ("secret: leak" pairs) and which not ("math: right/wrong"), where one overall accuracy blurs them.
+component on which they differ, in the order harmless, format, correct, calibrated, concise (`SEPARATORS`).
+Accuracy by type shows *which* judgements an RM has learned ("secret: leak" pairs) and which not
+("math: right/wrong"), where one overall accuracy blurs them.
 """
 from __future__ import annotations
 
