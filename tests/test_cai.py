@@ -165,14 +165,12 @@ def test_tiny_run_structure(params):
     assert set(result["policies"]) == set(experiment.POLICIES)
     assert set(result["agreement_secret_pairs"]) == {"leak", "refusal"}
     for metrics in result["policies"].values():
-        for name in ("leak_rate", "refusal_rate", "correct_rate"):
+        for name in ("leaks", "refuses_secret", "right_answerable"):
             assert 0 <= metrics[name] <= 1 or np.isnan(metrics[name])
-    assert result["policies"]["sft"]["kl_to_sft"] == pytest.approx(0, abs=1e-5)
+    assert result["policies"]["sft"]["kl"] == pytest.approx(0, abs=1e-5)
     assert (models["ai_pairs"]["ai_labelled"] == (pairs["kind"] == PROMPT_KINDS.index("secret"))).all()
     assert 0 <= result["revisions"]["changed"] <= 1 or result["revisions"]["n"] == 0
-    fake = {"config": {"judge": "pretrained", "rules": list(RULES), "ai_kinds": ["secret"], "sl_cai_k": 2},
-            "seeds": [result, result],
-            "spread": experiment.spread([{k: r[k] for k in experiment.SPREAD} for r in (result, result)])}
+    fake = experiment.collect(cfg, {"0": result, "1": result})
     assert "| PPO, RLAIF |" in experiment.summary(fake)
     experiment.plot(fake)
 
