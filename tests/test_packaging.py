@@ -132,3 +132,15 @@ def test_layers_point_down():
               and not m.startswith(("minirlhf.experiments", "minirlhf.grade"))]
     assert not upward, (f"{upward[0][0]} (a stage) imports {upward[0][1]}: stages sit below measuring and running; "
                         "move what they share (e.g. sampling a batch of prompts) down into the stage layer")
+
+
+def test_no_experiment_imports_another():
+    """Experiments share code through experiments/toolkit.py and its siblings, never through each other."""
+    from minirlhf.experiments import EXPERIMENTS
+
+    graph = import_graph()
+    experiments = {f"minirlhf.experiments.{module}" for module in EXPERIMENTS.values()}
+    crossing = [(m, d) for m in sorted(experiments) for d in sorted(graph.get(m, ())) if d in experiments]
+    assert not crossing, (f"experiment {crossing[0][0]} imports experiment {crossing[0][1]}: move what they share "
+                          "into minirlhf/experiments/toolkit.py (or a shared module beside it)")
+
