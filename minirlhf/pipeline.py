@@ -4,7 +4,8 @@
   metrics.json  one entry per model (gold_reward, answer_rate, kl_to_sft, proxy_reward, and per_kind: what it
                 does on each kind of prompt), the reward model's held-out accuracies beside their ceilings
                 (overall and by pair type), and seconds per stage
-  report.md     the table, samples for the same prompts from every model, the plots
+  report.md     the table, samples for the same prompts from every model, the plots, and how many of each
+                stage's seconds went to compiling (also printed at the end)
   *.png         training curves, gold vs proxy reward, reward vs KL
 Every number comes from this run; the same seed gives the same file.
 """
@@ -21,8 +22,9 @@ import numpy as np
 
 from minirlhf import best_of_n as bon
 from minirlhf import dpo, ppo, pretrain, reward_model, sft
+from minirlhf.compile_cache import CompileClock
 from minirlhf.evaluation import evaluate, gold_scores, per_kind
-from minirlhf.report import write_report
+from minirlhf.report import timing_line, write_report
 from minirlhf.tokenizer import VOCAB_SIZE
 from minirlhf.training import OptimConfig
 from minirlhf.transformer import ModelConfig
@@ -79,36 +81,38 @@ def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs
     """Train every stage, evaluate every model on the same held-out prompts; returns metrics."""
     world = make_world(WorldConfig(seed=cfg.seed))
     keys = stage_keys(cfg.seed)
-    seconds, histories, models = {}, {}, {}
+    seconds, compiling, histories, models = {}, {}, {}, {}
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        seconds[stage] = round(now - clock, 2)
+        seconds[stage], compiling[stage] = round(now - clock, 2), compile_clock.split()
         clock = now
 
-    models["pretrained"], histories["pretrain"] = pretrain.pretrain(keys["pretrain"], world, cfg.model, cfg.pretrain)
-    lap("pretrain")
-    models["sft"], histories["sft"] = sft.sft(keys["sft"], models["pretrained"], world, cfg.model, cfg.sft)
-    lap("sft")
-    rm_params, pairs, rm_metrics, histories["reward model"] = reward_model.run_reward_model(
-        keys["rm"], models["sft"], world, cfg.model, cfg.rm)
-    lap("reward_model")
-    reward_fn = reward_model.reward_fn(cfg.model)
-    models["ppo"], histories["ppo"] = ppo.train_ppo(
-        keys["ppo"], models["sft"], models["sft"], reward_fn, rm_params, partial(sample_prompts, world),
-        cfg.model, cfg.ppo, gold_fn=partial(gold_scores, world), value_params=rm_params)
-    lap("ppo")
-    models["dpo"], histories["dpo"] = dpo.train_dpo(keys["dpo"], models["sft"], pairs, cfg.model, cfg.dpo)
-    lap("dpo")
+    with CompileClock() as compile_clock:
+        models["pretrained"], histories["pretrain"] = pretrain.pretrain(
+            keys["pretrain"], world, cfg.model, cfg.pretrain)
+        lap("pretrain")
+        models["sft"], histories["sft"] = sft.sft(keys["sft"], models["pretrained"], world, cfg.model, cfg.sft)
+        lap("sft")
+        rm_params, pairs, rm_metrics, histories["reward model"] = reward_model.run_reward_model(
+            keys["rm"], models["sft"], world, cfg.model, cfg.rm)
+        lap("reward_model")
+        reward_fn = reward_model.reward_fn(cfg.model)
+        models["ppo"], histories["ppo"] = ppo.train_ppo(
+            keys["ppo"], models["sft"], models["sft"], reward_fn, rm_params, partial(sample_prompts, world),
+            cfg.model, cfg.ppo, gold_fn=partial(gold_scores, world), value_params=rm_params)
+        lap("ppo")
+        models["dpo"], histories["dpo"] = dpo.train_dpo(keys["dpo"], models["sft"], pairs, cfg.model, cfg.dpo)
+        lap("dpo")
 
-    eval_prompts = sample_prompts(world, np.random.default_rng(cfg.seed + 1), cfg.n_eval, split="heldout")
-    metrics = {name: _evaluate(params, rm_params, cfg, world, eval_prompts, keys["eval"], models["sft"])
-               for name, params in models.items()}
-    lap("evaluation")
-    metrics["best_of_n"] = _evaluate_best_of_n(cfg, world, eval_prompts, keys, models["sft"], rm_params)
-    lap("best_of_n")
+        eval_prompts = sample_prompts(world, np.random.default_rng(cfg.seed + 1), cfg.n_eval, split="heldout")
+        metrics = {name: _evaluate(params, rm_params, cfg, world, eval_prompts, keys["eval"], models["sft"])
+                   for name, params in models.items()}
+        lap("evaluation")
+        metrics["best_of_n"] = _evaluate_best_of_n(cfg, world, eval_prompts, keys, models["sft"], rm_params)
+        lap("best_of_n")
     metrics["reward_model"] = rm_metrics
     metrics["seconds"] = seconds
     metrics["seed"] = cfg.seed
@@ -121,7 +125,9 @@ def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs
             m.pop("valid", None)
     metrics = _plain(metrics)
     if out is not None:
-        write_report(out, metrics, histories, samples, eval_prompts, cfg.n_samples_shown, dataclasses.asdict(cfg))
+        write_report(out, metrics, histories, samples, eval_prompts, cfg.n_samples_shown, dataclasses.asdict(cfg),
+                     compiling)
+    print(timing_line(seconds, compiling))
     return metrics
 
 

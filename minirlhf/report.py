@@ -8,6 +8,7 @@ import os
 import matplotlib.pyplot as plt
 
 from minirlhf import plots
+from minirlhf.compile_cache import CompileTime
 from minirlhf.data import decode_responses
 from minirlhf.preferences import type_order
 from minirlhf.world import Prompt
@@ -25,7 +26,7 @@ STAGES = ["pretrain", "sft", "reward_model", "ppo", "dpo", "evaluation", "best_o
 
 
 def write_report(out: str, metrics: dict, histories: dict, samples: dict, prompts: list[Prompt], n_show: int,
-                 config: dict) -> None:
+                 config: dict, compiling: dict[str, CompileTime] | None = None) -> None:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2, sort_keys=True)
@@ -40,7 +41,7 @@ def write_report(out: str, metrics: dict, histories: dict, samples: dict, prompt
         fig.savefig(os.path.join(out, name), dpi=110)
         plt.close(fig)
     with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(markdown(metrics, samples, prompts, n_show))
+        f.write(markdown(metrics, samples, prompts, n_show, compiling))
 
 
 def results_table(metrics: dict) -> str:
@@ -77,7 +78,8 @@ def pair_type_table(rm: dict) -> str:
     return "\n".join(rows)
 
 
-def markdown(metrics: dict, samples: dict, prompts: list[Prompt], n_show: int) -> str:
+def markdown(metrics: dict, samples: dict, prompts: list[Prompt], n_show: int,
+             compiling: dict[str, CompileTime] | None = None) -> str:
     rm = metrics["reward_model"]
     lines = [
         f"# minirlhf run (seed {metrics['seed']})", "",
@@ -107,8 +109,20 @@ def markdown(metrics: dict, samples: dict, prompts: list[Prompt], n_show: int) -
             words, ended = responses[i]
             lines.append(f"- {m}: `{' '.join(words)}`" + ("" if ended else " *(no EOS)*"))
         lines.append("")
-    seconds = metrics["seconds"]
-    lines.append("Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
-                 + f" (total {sum(seconds.values()):.0f})")
+    lines.append(timing_line(metrics["seconds"], compiling))
     return "\n".join(lines) + "\n"
+
+
+def timing_line(seconds: dict[str, float], compiling: dict[str, CompileTime] | None = None) -> str:
+    """Seconds per stage and, when known, how many of them went to compiling rather than running: what the
+    compilation cache (minirlhf/compile_cache.py) saves a second run."""
+    if not compiling:
+        return ("Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+                + f" (total {sum(seconds.values()):.0f})")
+    stages = ", ".join(f"{k} {v:.1f} ({compiling[k].seconds:.1f})" for k, v in seconds.items())
+    built = sum(sum(c.compiled.values()) for c in compiling.values())
+    cached = sum(c.cached for c in compiling.values())
+    return (f"Seconds per stage (compiling in brackets): {stages}; total {sum(seconds.values()):.0f} s, "
+            f"{sum(c.seconds for c in compiling.values()):.0f} s compiling ({built} computations: "
+            f"{built - cached} compiled, {cached} read from the compilation cache)")
 

@@ -58,6 +58,9 @@ def find_minirlhf():
 def setup() -> None:
     versions = check_versions()  # before importing minirlhf, which needs them
     minirlhf = find_minirlhf()
+    from minirlhf.compile_cache import describe, enable_compile_cache
+
+    cache = enable_compile_cache()  # before the first compile: a notebook run again reads its steps back
     minirlhf.keep_freed_memory()  # the notebooks train: see its docstring
     import jax
     import matplotlib.pyplot as plt
@@ -68,3 +71,4 @@ def setup() -> None:
     print(f"minirlhf from {where}")
     print("  ".join(f"{k} {v}" for k, v in versions.items()), f"| python {sys.version.split()[0]}",
           f"| jax runs on: {jax.devices()[0].platform}")
+    print(describe(cache))
