@@ -41,6 +41,7 @@ METHODS = ("rm_ppo", "gold_ppo", "rlvr_ppo", "rlvr_grpo", "lax_ppo")
 LABELS = {"sft": "SFT", "rm_ppo": "PPO, RM", "gold_ppo": "PPO, gold", "rlvr_ppo": "RLVR, PPO",
           "rlvr_grpo": "RLVR, GRPO", "lax_ppo": "lax checker, PPO"}
 SCALE_KEY, PASS_KEY = 101, 102
+GOAL = 0.85  # issue 14's target for RLVR's held-out math accuracy, on every seed
 DIGIT_IDS = np.array(encode(DIGITS))  # fold_in tags: the SFT draws that fit the scales, the pass@k draws
 
 
@@ -216,9 +217,19 @@ def summary(result: dict) -> str:
     lines += ["", *table(["policy (over seeds)", "right on held-out sums", "gold", "KL to SFT"],
                          [[LABELS[n], fmt(agg[n]["per_kind"]["math"]["right"]), fmt(agg[n]["gold"]),
                            fmt(agg[n]["kl"], 2)] for n in names])]
+    if "rlvr_ppo" in agg:
+        right = [s["rlvr_ppo"]["per_kind"]["math"]["right"] for s in seeds.values()]
+        curves = np.array([s["rlvr_ppo"]["gold_curve"] for s in seeds.values()])  # [seeds, iterations]
+        tenth = max(1, curves.shape[1] // 10)
+        lines += ["", f"RLVR (PPO) is right on at least {pct(GOAL)} of held-out sums on {sum(r >= GOAL for r in right)} "
+                      f"of {len(right)} seed(s) (lowest {pct(min(right))}); the gold of its training samples went from "
+                      f"{curves[:, :tenth].mean():.2f} (first tenth of the run) to {curves[:, -tenth:].mean():.2f} "
+                      f"(last tenth), mean over seeds."]
     lines += ["", f"pass@k on the held-out sums (n = {c['ks'][-1]} samples per question; mean over seeds):", "",
               *table(["policy", *[f"k={k}" for k in c["ks"]]],
                      [[LABELS[n], *[f"{p['mean']:.2f}" for p in agg[n]["pass_at_k"]]] for n in names])]
+    lines += ["", "Sharpen or teach: pass@1 / pass@" + str(c["ks"][-1]) + " = " + ", ".join(
+        f"{LABELS[n]} {agg[n]['pass_at_k'][0]['mean']:.2f} / {agg[n]['pass_at_k'][-1]['mean']:.2f}" for n in names) + "."]
     if "lax_ppo" in agg:
         lax = agg["lax_ppo"]
         lines += ["", f"The lax checker's policy passes its own check on {pct(lax['lax_pass']['mean'])} of held-out "
