@@ -106,6 +106,8 @@ def save(path: str, tree, cfg: ModelConfig | None = None, meta: dict | None = No
 
     An existing file is kept unless overwrite=True. The file appears whole or not at all (write, then rename).
     """
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot save to {path}: it is a folder; name a file in it, e.g. {path}/model.npz")
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it, or choose another path")
     if not isinstance(tree, (dict, list, tuple)):

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from minirlhf.transformer import ModelConfig, check_params
+from minirlhf.transformer import ModelConfig, check_params, check_tokens
 
 
 class TrainState(NamedTuple):
@@ -119,7 +119,8 @@ def fit(
 
 
 def check_inputs(params: dict, data: dict, stage: str, static: dict | None) -> None:
-    """Before compiling anything: the data has rows, and a model's params fit the ModelConfig passed as cfg."""
+    """Before compiling anything: the data has rows, and a model's params and token ids fit the ModelConfig
+    passed as cfg."""
     rows = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree_util.tree_leaves(data)}
     if not rows or None in rows or len(rows) > 1 or 0 in rows:
         raise ValueError(f"{stage}: the training data must be arrays with the same number (>= 1) of rows, "
@@ -127,6 +128,8 @@ def check_inputs(params: dict, data: dict, stage: str, static: dict | None) -> N
     model_cfg = (static or {}).get("cfg")
     if isinstance(model_cfg, ModelConfig):
         check_params(params, model_cfg, f"{stage}'s params")
+        for name in (k for k in data if k.endswith("tokens")):  # inside jit, a bad id would be clamped silently
+            check_tokens(data[name], model_cfg)
 
 
 def check_finite(history: dict[str, np.ndarray], stage: str) -> None:

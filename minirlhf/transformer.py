@@ -311,6 +311,8 @@ def forward(
     check_shapes(tokens, valid, cfg)
     if not isinstance(tokens, jax.core.Tracer):  # concrete ids (called outside jit): cheap to check
         check_tokens(tokens, cfg)
+    if not isinstance(jax.tree_util.tree_leaves(params)[0], jax.core.Tracer):
+        check_params(params, cfg, "forward's params")
     logits, hidden, _ = transformer(params, tokens, valid, empty_cache(cfg, *tokens.shape), 0, cfg)
     return Forward(logits, hidden)
 

@@ -255,3 +255,32 @@ def test_evaluate_refuses_no_prompts_and_tokens_that_do_not_match_them(lm, promp
     small = params_for(transformer.ModelConfig(**{**CFG.__dict__, "vocab_size": VOCAB_SIZE - 8}))
     with pytest.raises(ValueError, match="evaluate's reference model: the params do not fit"):
         evaluate(lm, CFG, world, prompts, jax.random.PRNGKey(0), ref_params=small)
+
+
+def test_saving_onto_a_folder_says_so_and_suggests_a_file_name(tmp_path):
+    for overwrite in (False, True):
+        with pytest.raises(IsADirectoryError, match=f"cannot save to {tmp_path}: it is a folder"):
+            checkpoint.save(str(tmp_path), {"w": np.ones(3)}, overwrite=overwrite)
+    assert not list(tmp_path.iterdir()), "no temporary file is left behind"
+
+
+def test_forward_outside_jit_checks_the_params_against_the_config(lm):
+    wide = transformer.ModelConfig(**{**CFG.__dict__, "d_model": 16})
+    with pytest.raises(ValueError, match="forward's params: the params do not fit"):
+        transformer.forward(lm, np.ones((1, 3), np.int32), np.ones((1, 3), bool), wide)
+
+
+def test_fit_refuses_token_ids_the_vocabulary_does_not_have(lm):
+    data = {"chosen_tokens": np.full((4, 5), VOCAB_SIZE + 3, np.int32), "chosen_valid": np.ones((4, 5), bool)}
+    with pytest.raises(ValueError, match=f"token id {VOCAB_SIZE + 3} is out of range"):
+        fit(lm, lambda params, batch, cfg: (0.0, {}), data, jax.random.PRNGKey(0), OptimConfig(steps=1, warmup=0),
+            "dpo", static={"cfg": CFG})
+
+
+def test_a_cached_model_of_another_config_is_not_used_and_the_reason_is_printed(tmp_path, lm, capsys):
+    from minirlhf import store
+    made_by = store.record("rm", seed=0)
+    store.save(tmp_path, made_by, lm, CFG)
+    wide = transformer.ModelConfig(**{**CFG.__dict__, "d_model": 16})
+    assert store.load(tmp_path, made_by, wide) is None
+    assert "training again: it holds a model of config" in capsys.readouterr().out
