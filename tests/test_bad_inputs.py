@@ -214,12 +214,6 @@ def test_the_grader_refuses_a_report_path_in_a_missing_folder_before_grading(tmp
     assert "grading" not in err.out, "nothing may be graded when the report cannot be written"
 
 
-def test_the_grader_lists_library_functions_under_that_heading(capsys):
-    assert grade_main(["--list"]) == 0
-    first = capsys.readouterr().out.splitlines()[0]
-    assert first.split()[-2:] == ["library", "function"], first
-
-
 def test_a_syntax_error_points_at_the_learners_line_without_importlib_noise(tmp_path):
     path = tmp_path / "best_of_n.py"
     path.write_text("def kl_bound(n):\n    return (n +\n")

@@ -125,7 +125,7 @@ def test_json_and_junit_scores_are_the_points_of_the_passed_exercises(half_done)
 def test_list_prints_every_exercise_with_its_points_and_library_function(capsys):
     assert main(["--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["exercise", "stage", "points", "result"], f"header: {lines[0]!r}"
+    assert lines[0].split() == ["exercise", "stage", "points", "library", "function"], f"header: {lines[0]!r}"
     rows = [line.split() for line in lines[1:-1]]
     assert rows == [[e.name, e.stage, str(e.points), f"{e.library}.{e.name}"] for e in EXERCISES], (
         "--list must print one row per exercise: name, stage, points, library function")
