@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +25,11 @@ import numpy as np
 
 from minirlhf import grpo_rloo, ppo, verifiers
 from minirlhf.data import PROMPT_WIDTH
-from minirlhf.evaluation import gold_scores, pass_at_k, per_kind
+from minirlhf.evaluation import pass_at_k, per_kind
 from minirlhf.experiments.base import BaseModels
 from minirlhf.experiments.toolkit import (at, bars, eval_prompts, first_of_kinds, fmt, measure, question,
-                                          response_text, result, seed_bases, spread_tree, table, train_ppo)
+                                          response_text, result, seed_bases, spread_tree, table, train_group,
+                                          train_ppo)
 from minirlhf.ops import numpy_rng
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.policy_gradient import PGConfig
@@ -115,13 +115,9 @@ def rewards(base: BaseModels, cfg: Config) -> dict[str, tuple]:
 
 def train(method: str, base: BaseModels, cfg: Config, reward: tuple | None) -> tuple[dict, dict]:
     """One method from SFT with the pipeline's key and prompts; PPO's value model starts from the RM, as there."""
-    if method == "rm_ppo":
-        return train_ppo(base, cfg.ppo_config())
-    args = (base.keys["ppo"], base.sft, base.sft, *reward, partial(sample_prompts, base.world), base.cfg.model)
-    gold_fn = partial(gold_scores, base.world)
     if method == "rlvr_grpo":
-        return grpo_rloo.train_group(*args, cfg.grpo_config(), gold_fn=gold_fn)
-    return ppo.train_ppo(*args, cfg.ppo_config(), gold_fn=gold_fn, value_params=base.rm)
+        return train_group(base, cfg.grpo_config(), reward=reward)
+    return train_ppo(base, cfg.ppo_config(), reward=reward)  # reward None: the RM
 
 
 # ---------------------------------------------------------------- measuring

@@ -37,28 +37,33 @@ def eval_prompts(base: BaseModels, n: int) -> list[Prompt]:
     return sample_prompts(base.world, np.random.default_rng(base.cfg.seed + 1), n, split="heldout")
 
 
-def _rl_args(base: BaseModels, rm: dict) -> tuple:
+def _rl_args(base: BaseModels, reward: tuple) -> tuple:
     """What PPO, GRPO and RLOO all take: key, SFT as start and reference, the reward, training prompts, model."""
-    model = base.cfg.model
-    return (base.keys["ppo"], base.sft, base.sft, reward_model.reward_fn(model), rm,
-            partial(sample_prompts, base.world), model)
+    return (base.keys["ppo"], base.sft, base.sft, *reward, partial(sample_prompts, base.world), base.cfg.model)
+
+
+def _reward(base: BaseModels, rm: dict | None, reward: tuple | None) -> tuple:
+    """(reward_fn, reward_params): `reward` when given (a verifier, the gold reward), else the RM `rm` (default the pipeline's)."""
+    return reward or (reward_model.reward_fn(base.cfg.model), base.rm if rm is None else rm)
 
 
 def train_ppo(base: BaseModels, ppo_cfg: ppo.PPOConfig, rm: dict | None = None, value_params: dict | None = None,
-              on_iteration=None) -> tuple[dict, dict]:
+              on_iteration=None, reward: tuple | None = None) -> tuple[dict, dict]:
     """PPO from SFT against `rm` (default the pipeline's), as the pipeline runs it: (policy, history).
 
-    value_params: the value model's start, by default the reward model being climbed (the pipeline's choice).
-    The history logs the gold reward of the rollouts; the policy never sees it.
+    reward: (reward_fn, reward_params) to climb instead of an RM. value_params: the value model's start, by default
+    the reward model (`rm`, or the pipeline's), as the pipeline does. The history logs the gold reward of the
+    rollouts; the policy never sees it.
     """
     rm = base.rm if rm is None else rm
-    return ppo.train_ppo(*_rl_args(base, rm), ppo_cfg, gold_fn=partial(gold_scores, base.world),
+    return ppo.train_ppo(*_rl_args(base, _reward(base, rm, reward)), ppo_cfg, gold_fn=partial(gold_scores, base.world),
                          value_params=rm if value_params is None else value_params, on_iteration=on_iteration)
 
 
-def train_group(base: BaseModels, group_cfg: grpo_rloo.GroupConfig, rm: dict | None = None) -> tuple[dict, dict]:
-    """GRPO or RLOO from SFT against `rm` (default the pipeline's), the same key and prompts as `train_ppo`."""
-    return grpo_rloo.train_group(*_rl_args(base, base.rm if rm is None else rm), group_cfg,
+def train_group(base: BaseModels, group_cfg: grpo_rloo.GroupConfig, rm: dict | None = None,
+                reward: tuple | None = None) -> tuple[dict, dict]:
+    """GRPO or RLOO from SFT against `rm` (default the pipeline's) or `reward`, the same key and prompts as `train_ppo`."""
+    return grpo_rloo.train_group(*_rl_args(base, _reward(base, rm, reward)), group_cfg,
                                  gold_fn=partial(gold_scores, base.world))
 
 
