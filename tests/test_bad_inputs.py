@@ -278,3 +278,15 @@ def test_a_cached_model_of_another_config_is_not_used_and_the_reason_is_printed(
     wide = transformer.ModelConfig(**{**CFG.__dict__, "d_model": 16})
     assert store.load(tmp_path, made_by, wide) is None
     assert "training again: it holds a model of config" in capsys.readouterr().out
+
+
+def test_a_corrupt_cached_model_is_named_and_trained_again(tmp_path, lm, capsys):
+    """The notebooks' artifacts are single store files now (no side files for the RM head or the pairs)."""
+    from minirlhf import store
+    made_by = store.record("reward_model", seed=0)
+    file = store.save(tmp_path, made_by, {"rm": {"lm": lm, "head": {"w": np.zeros(CFG.d_model), "b": np.zeros(())}},
+                                          "pairs": {"chosen_tokens": np.zeros((2, 3), np.int32)}}, CFG)
+    file.write_bytes(file.read_bytes()[:500])
+    assert store.load(tmp_path, made_by, CFG) is None
+    said = capsys.readouterr().out
+    assert f"ignoring {file.name}, training again" in said and "not a readable minirlhf checkpoint" in said, said

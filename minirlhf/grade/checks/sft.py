@@ -4,7 +4,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from minirlhf.grade.checks.common import Mistake, check_for, expect, expect_traceable, reference, response_layout
+from minirlhf.grade.checks.common import (Mistake, check_for, expect, expect_traceable, in_layout, reference,
+                                          response_layout)
 from minirlhf.data import PROMPT_WIDTH, RESPONSE_WIDTH
 
 
@@ -27,7 +28,7 @@ def check_response_mask(fn) -> str:
             Mistake("off by one: the response starts AT index prompt_width (>=, not >)", lambda: valid & (index > P)),
             Mistake("the mask is the wrong way round: True on the response, False on the prompt",
                     lambda: valid & (index < P)),
-        ])
+        ], where=in_layout(np.asarray(want)))
     # PPO and DPO call it inside their jitted steps.
     expect_traceable(lambda v: fn(v, 4), (jnp.asarray(small),), caller="the PPO rollout and the DPO loss")
     return f"{len(cases)} cases"
