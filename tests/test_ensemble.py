@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from minirlhf import ensemble, ppo, reward_model, transformer
-from minirlhf.data import PROMPT_WIDTH
+from minirlhf.data import PROMPT_WIDTH, RESPONSE_WIDTH
 from minirlhf.tokenizer import VOCAB_SIZE
+from minirlhf.training import OptimConfig
 from minirlhf.world import make_world, sample_prompts
 
 R = 8  # response width of the tiny PPO runs
-TINY = transformer.ModelConfig(vocab_size=VOCAB_SIZE, max_len=PROMPT_WIDTH + R, d_model=16, n_layers=1, n_heads=2,
+TINY = transformer.ModelConfig(vocab_size=VOCAB_SIZE, max_len=PROMPT_WIDTH + RESPONSE_WIDTH, d_model=16, n_layers=1, n_heads=2,
                                d_mlp=32)
 SCORES = np.array([[1.0, 0.0, -2.0],  # three members (rows) scoring three responses (columns)
                    [3.0, 0.0, 0.0],
@@ -109,6 +110,18 @@ def test_bootstrap_is_determined_by_its_key_and_resamples_whole_pairs():
     distinct = len(np.unique(a["gold_chosen"]))
     assert distinct < n, "drawn with replacement, some pairs repeat"
     assert 0.45 * n < distinct < 0.8 * n, f"{distinct}/{n} distinct: expected about 63% (1 - 1/e)"
+
+
+def test_members_normalise_on_the_samples_the_pipelines_rm_normalised_on():
+    """normalization_samples redraws run_reward_model's SFT samples: on them the pipeline's RM scores mean 0, std 1."""
+    key = jax.random.PRNGKey(3)
+    policy, world = transformer.init_params(jax.random.PRNGKey(0), TINY), make_world()
+    cfg = reward_model.RMConfig(n_pairs=8, n_heldout=8, n_normalize=32, optim=OptimConfig(steps=2, batch_size=4, warmup=1))
+    rm = reward_model.run_reward_model(key, policy, world, TINY, cfg)[0]
+    r = np.asarray(reward_model.score(rm, *ensemble.normalization_samples(key, policy, world, TINY, cfg), TINY))
+    assert abs(r.mean()) < 1e-4 and abs(r.std() - 1) < 1e-3, (
+        f"the pipeline's RM scores mean {r.mean():.4f}, std {r.std():.4f} on these samples: they are not the ones "
+        f"run_reward_model normalised on, so the members would not share its scale")
 
 
 # ---------------------------------------------------------------- the stopping rule
