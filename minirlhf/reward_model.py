@@ -146,9 +146,16 @@ def accuracy(rm_params: dict, pairs: dict, cfg: transformer.ModelConfig) -> dict
     return {
         "accuracy_labels": float(np.mean(np.where(rm_diff == 0, 0.5, rm_diff > 0))),
         "accuracy_gold": gold_order_accuracy(rm_diff, pairs),
-        "corr_gold": float(np.corrcoef(np.concatenate([r_chosen, r_rejected]),
-                                       np.concatenate([pairs["gold_chosen"], pairs["gold_rejected"]]))[0, 1]),
+        "corr_gold": correlation(np.concatenate([r_chosen, r_rejected]),
+                                 np.concatenate([pairs["gold_chosen"], pairs["gold_rejected"]])),
     }
+
+
+def correlation(x: Float[np.ndarray, " n"], y: Float[np.ndarray, " n"]) -> float:
+    """Pearson's r, or nan when either side is constant (a correlation with a constant is undefined)."""
+    if np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def gold_order_accuracy(rm_diff: Float[np.ndarray, " n"], pairs: dict) -> float:
@@ -158,6 +165,8 @@ def gold_order_accuracy(rm_diff: Float[np.ndarray, " n"], pairs: dict) -> float:
     """
     gold_diff = np.asarray(pairs["gold_chosen"]) - np.asarray(pairs["gold_rejected"])
     distinct = gold_diff != 0
+    if not distinct.any():
+        return float("nan")  # no pair that gold orders: nothing to be right about
     return float(np.mean(np.sign(rm_diff[distinct]) == np.sign(gold_diff[distinct])))
 
 

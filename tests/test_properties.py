@@ -442,7 +442,7 @@ def model_outputs(policy, rm, tokens, valid, ref_logps, cfg, dpo_cfg):
     the DPO (loss, metrics) and the RM loss of the pairs, log pi(y) and r(x, y) of every row, the policy's logits."""
     batch = {"chosen_tokens": tokens[:N], "chosen_valid": valid[:N], "rejected_tokens": tokens[N:],
              "rejected_valid": valid[N:], "ref_chosen_logps": ref_logps[:N], "ref_rejected_logps": ref_logps[N:]}
-    return (dpo.loss(policy, batch, cfg, dpo_cfg), reward_model.loss(rm, batch, cfg, centering=0.01)[0],
+    return (dpo.loss(policy, batch, cfg, dpo_cfg.loss_type, dpo_cfg.beta, dpo_cfg.label_smoothing), reward_model.loss(rm, batch, cfg, centering=0.01)[0],
             dpo.sequence_logprobs(policy, tokens, valid, cfg), reward_model.reward(rm, tokens, valid, cfg),
             transformer.forward(policy, tokens, valid, cfg)[0])
 
