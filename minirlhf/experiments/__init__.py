@@ -29,8 +29,9 @@ EXPERIMENTS = {  # name -> module in this package
     "small_vs_big": "small_vs_big",  # small RLHF'd model vs a bigger SFT-only one
     "grpo_rloo": "grpo_rloo",  # critic-free policy gradients beside PPO
     "sharding": "sharding",  # data-parallel training step over several devices
-    "optimum": "optimum",  # the exact KL-regularised optimum pi* beside PPO, DPO and best-of-n
     "rlvr": "rlvr",  # verifiable rewards and the perfect-reward control: math accuracy, pass@k
+    "iterated": "iterated",  # iterated online RLHF: fresh labels on the current policy, RM retrained each round
+    "optimum": "optimum",  # the exact KL-regularised optimum pi* beside PPO, DPO and best-of-n
     "ensemble": "ensemble",  # reward-model ensembles against over-optimisation; stopping without gold
 }
 

@@ -1,0 +1,422 @@
+"""Iterated online RLHF (Bai et al. 2022 §4.5; Touvron et al. 2023, Llama 2 §3.2): label the policy you have now.
+
+The single pass labels pairs of SFT samples once, fits one reward model and climbs it. The RM has never seen
+what the policy drifts to, so it can rate a hack highly. Iterating collects comparisons where the policy is:
+
+    pi_0 = SFT;   for r = 1..R:
+        D_r  = pairs sampled from pi_{r-1}, labelled by the same simulated labeler      (budget / R labels)
+        RM_r = Bradley-Terry fit on D_1 u ... u D_r, from the SFT weights; normalised on pi_{r-1}'s samples
+        pi_r = PPO from pi_{r-1} against RM_r (reference and KL: still SFT), iterations / R iterations
+
+and is compared with the single pass at an equal label budget (R x budget/R against budget at once), at the
+pipeline's beta and at beta = 0, where the single pass over-optimises. Each RM trains for as many passes over
+its pairs as the pipeline's RM does over its own. At each round's end both runs are measured on the same
+held-out prompts (gold ± se, exact KL to SFT, the RM in use, per-kind behaviour), and the RM in use is scored
+on fresh labelled pairs of the policy before and after the round (not counted in the budget, like the
+pipeline's held-out pairs): its on-distribution accuracy, which a practitioner can read without gold (against
+the labels), beside its accuracy on SFT's pairs. The hack of a round is its most common response to one kind of prompt
+that the RM scores above its normalisation mean (better than where the round started) while gold is below 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+from minirlhf import ppo, reward_model
+from minirlhf.evaluation import gold_scores, per_kind
+from minirlhf.experiments import seed_spread
+from minirlhf.experiments.base import BaseModels, base_models
+from minirlhf.experiments.toolkit import (eval_prompts, fmt, measure, response_text, result, seed_bases,
+                                          spread_tree, table, train_ppo)
+from minirlhf.ops import numpy_rng
+from minirlhf.pipeline import PipelineConfig
+from minirlhf.preferences import make_pairs
+from minirlhf.sampling import sample
+from minirlhf.world import sample_prompts
+
+ROUND_TAG = 1500  # fold_in tag + round: this experiment's keys, apart from every pipeline stage's own
+METHODS = ("single", "iterated")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The label budget and how it is spent. Config() is the CLI's run, Config.small() the notebook's."""
+
+    rounds: int = 4
+    """R: label-train-climb rounds of the iterated run."""
+    label_budget: int = 2000
+    """Labelled training pairs in all, for both runs (the pipeline's RM has 2000: the single pass reuses it)."""
+    iterations: int = 40
+    """PPO iterations in all, for both runs (iterations / R per round; the single pass measures at the same marks)."""
+    betas: tuple[float, ...] = (0.2, 0.0)
+    """KL coefficients: the pipeline's, and 0, where the single pass over-optimises (experiment overoptimization)."""
+    n_eval: int = 256
+    """Held-out prompts each round's policy answers (the same prompts and draws every time)."""
+    n_heldout: int = 250
+    """Fresh labelled pairs of each round's policy, for the RM's on-distribution accuracy (not in the budget)."""
+    pipeline: PipelineConfig = PipelineConfig()
+    """Pretraining, SFT, the RM's training and PPO's other settings, as the pipeline runs them."""
+
+    def __post_init__(self):
+        if min(self.rounds, self.label_budget, self.iterations, self.n_eval, self.n_heldout) < 1:
+            raise ValueError("Config.rounds, label_budget, iterations, n_eval and n_heldout must be >= 1")
+        for name in ("label_budget", "iterations"):
+            if getattr(self, name) % self.rounds:
+                raise ValueError(f"Config.{name}={getattr(self, name)} must split evenly into rounds={self.rounds}")
+        if not self.betas or min(self.betas) < 0:
+            raise ValueError(f"Config.betas must be a non-empty tuple of values >= 0, got {self.betas}")
+
+    @classmethod
+    def small(cls) -> "Config":
+        """The notebook's budget: two rounds of 1000 pairs, 20 iterations, at beta = 0 only."""
+        return cls(rounds=2, iterations=20, betas=(0.0,), n_eval=128, n_heldout=200)
+
+    @property
+    def pairs_per_round(self) -> int:
+        return self.label_budget // self.rounds
+
+    @property
+    def iterations_per_round(self) -> int:
+        return self.iterations // self.rounds
+
+
+# ---------------------------------------------------------------- the reward model of a round
+
+
+def union(pair_sets: list[dict]) -> dict:
+    """Every pair labelled so far, as one pairs dict: the sets' arrays concatenated in round order."""
+    keys = set(pair_sets[0])
+    if any(set(p) != keys for p in pair_sets):
+        raise ValueError("union: every pair set must hold the same arrays")
+    return {k: np.concatenate([np.asarray(p[k]) for p in pair_sets]) for k in pair_sets[0]}
+
+
+def rm_config(base: BaseModels, n_pairs: int) -> reward_model.RMConfig:
+    """The pipeline's RM settings for n_pairs, its steps scaled to keep the pipeline's passes over the data."""
+    rm, optim = base.cfg.rm, base.cfg.rm.optim
+    steps = max(1, round(optim.steps * n_pairs / rm.n_pairs))
+    return dataclasses.replace(rm, n_pairs=n_pairs,
+                               optim=dataclasses.replace(optim, steps=steps, warmup=min(optim.warmup, steps)))
+
+
+def round_keys(base: BaseModels, r: int) -> dict:
+    """Round r's keys by purpose: its pairs, held-out pairs, RM training and normalisation, and its PPO."""
+    keys = reward_model.rm_keys(jax.random.fold_in(base.keys["rm"], ROUND_TAG + r))
+    return keys | {"ppo": jax.random.fold_in(base.keys["ppo"], ROUND_TAG + r)}
+
+
+def policy_pairs(base: BaseModels, policy: dict, key: jax.Array, n: int) -> dict:
+    """n pairs of `policy`'s samples on train prompts, labelled by the pipeline's labeler."""
+    return make_pairs(key, policy, base.world, base.cfg.model, n, base.cfg.rm.labeler)
+
+
+def fit_rm(base: BaseModels, pair_sets: list[dict], policy: dict, keys: dict) -> dict:
+    """RM on the union of the pair sets, from the SFT weights, normalised on `policy`'s samples (train prompts)."""
+    pairs = union(pair_sets)
+    cfg = rm_config(base, len(pairs["kind"]))
+    rm, _, _ = reward_model.train_reward_model(keys["train"], base.sft, pairs, pairs, base.cfg.model, cfg)
+    key_prompts, key_sample = jax.random.split(keys["normalize"])
+    gen = sample(policy, base.cfg.model, sample_prompts(base.world, numpy_rng(key_prompts), cfg.n_normalize),
+                 key_sample)
+    return reward_model.normalize(rm, gen.tokens, gen.valid, base.cfg.model)
+
+
+def rm_accuracy(rm: dict, heldout: dict, base: BaseModels) -> dict:
+    """The RM against the labels (what a practitioner can check) and against gold, on labelled held-out pairs."""
+    acc = reward_model.accuracy(rm, heldout, base.cfg.model)
+    return {"labels": acc["accuracy_labels"], "gold": acc["accuracy_gold"]}
+
+
+# ---------------------------------------------------------------- measuring a round's policy
+
+
+def checkpoint(params: dict, base: BaseModels, prompts: list, rm: dict) -> dict:
+    """`measure` of params with `rm` as the proxy, per kind, and each response (kept apart, for the hack)."""
+    figures, ev = measure(params, base, prompts, rm={})
+    scores = np.asarray(reward_model.score(rm, ev["tokens"], ev["valid"], base.cfg.model))  # [N]
+    return figures | {"proxy": float(scores.mean()), "per_kind": per_kind(base.world, prompts, ev["tokens"]),
+                      "_eval": {"tokens": ev["tokens"], "valid": ev["valid"], "gold": ev["gold"], "scores": scores,
+                                "kind": [p.kind for p in prompts],
+                                "text": [t.split(" <eos>")[0] for t in response_text(ev["tokens"])]}}
+
+
+def find_hack(text: list[str], kinds: list[str], gold: np.ndarray, scores: np.ndarray) -> dict | None:
+    """The most common (prompt kind, response) that the RM rates above its mean (score > 0) while gold calls it
+    bad (< 0), or None. By kind: the refusal that is right for the secret is a hack on a sum."""
+    rows = np.flatnonzero((np.asarray(scores) > 0) & (np.asarray(gold) < 0))
+    if rows.size == 0:
+        return None
+    count = lambda key: sum((kinds[i], text[i]) == key for i in rows)
+    kind, picked = max(sorted({(kinds[i], text[i]) for i in rows}), key=count)
+    same = hack_rows(text, kinds, kind, picked)
+    return {"kind": kind, "text": picked, "share": float(same.sum() / sum(k == kind for k in kinds)),
+            "gold": float(np.asarray(gold)[same].mean())}
+
+
+def hack_rows(text: list[str], kinds: list[str], kind: str, hack: str) -> np.ndarray:
+    """Which responses are the hack: that text, to a prompt of that kind, [N] bools."""
+    return np.array([k == kind and t == hack for k, t in zip(kinds, text)])
+
+
+def margin_over_good(text: list[str], kinds: list[str], gold: np.ndarray, scores: np.ndarray, hack: dict) -> float:
+    """Mean RM score of the hack minus that of the responses gold likes (>= 0) to prompts of its kind: > 0, the RM
+    prefers the hack to a good answer."""
+    good = (np.asarray(kinds) == hack["kind"]) & (np.asarray(gold) >= 0)
+    is_hack = hack_rows(text, kinds, hack["kind"], hack["text"])
+    return float(scores[is_hack].mean() - scores[good].mean()) if good.any() else float("nan")
+
+
+def follow_hack(rec: dict, nxt: dict | None, next_scores: np.ndarray | None) -> None:
+    """Fill in rec's hack: the RM's margin for it now, and next round's (its RM on these responses; its policy's
+    share of the hack among the same prompts)."""
+    ev, hack = rec["_eval"], rec["hack"]
+    if hack is None:
+        return
+    hack["margin"] = margin_over_good(ev["text"], ev["kind"], ev["gold"], ev["scores"], hack)
+    if nxt is not None:
+        hack["margin_next_rm"] = margin_over_good(ev["text"], ev["kind"], ev["gold"], next_scores, hack)
+        again = hack_rows(nxt["_eval"]["text"], ev["kind"], hack["kind"], hack["text"])
+        hack["share_next"] = float(again.sum() / sum(k == hack["kind"] for k in ev["kind"]))
+
+
+# ---------------------------------------------------------------- the two runs
+
+
+def gold_free(history: dict) -> dict:
+    """A round's gold-free signals from its PPO log: the proxy's slope (per iteration) and the last entropy."""
+    proxy = np.asarray(history["objective/scores"])
+    slope = float(np.polyfit(np.arange(len(proxy)), proxy, 1)[0]) if len(proxy) > 1 else float("nan")
+    return {"proxy_slope": slope, "entropy": float(history["policy/entropy"][-1])}
+
+
+def logged(history: dict) -> dict:
+    """The per-iteration curves the result keeps: the rollouts' proxy, gold, sampled KL and entropy."""
+    return {k.split("/")[-1]: list(history[k]) for k in ("objective/scores", "objective/gold", "objective/kl",
+                                                         "policy/entropy")}
+
+
+def round_end(params: dict, base: BaseModels, cfg: Config, prompts: list, rm: dict, r: int) -> dict:
+    """The end of round r (0: SFT): `checkpoint` against the RM in use, and fresh labelled pairs of params."""
+    pairs = policy_pairs(base, params, round_keys(base, r + 1)["heldout"], cfg.n_heldout)
+    return checkpoint(params, base, prompts, rm) | {"_pairs": pairs}
+
+
+def run_single(cfg: Config, base: BaseModels, rm: dict, beta: float, prompts: list) -> tuple[list, list, dict]:
+    """PPO from SFT against the single-pass RM for all iterations, measured at every round's end."""
+    ppo_cfg = dataclasses.replace(base.cfg.ppo, beta=beta, iterations=cfg.iterations)
+    n, points = cfg.iterations_per_round, []
+
+    def on_iteration(i: int, params: dict) -> None:
+        if i % n == 0:
+            points.append(round_end(params, base, cfg, prompts, rm, i // n))
+
+    _, history = train_ppo(base, ppo_cfg, rm=rm, on_iteration=on_iteration)
+    for r, point in enumerate(points):  # each round's slice of the one PPO log
+        point |= gold_free({k: v[r * n:(r + 1) * n] for k, v in history.items()})
+    return points, [rm] * cfg.rounds, logged(history)
+
+
+def run_iterated(cfg: Config, base: BaseModels, first: tuple[dict, dict], beta: float,
+                 prompts: list) -> tuple[list, list, dict]:
+    """R rounds of label, retrain on every pair so far, and continue PPO; first: round 1's (pairs, RM) from SFT."""
+    ppo_cfg = dataclasses.replace(base.cfg.ppo, beta=beta, iterations=cfg.iterations_per_round)
+    policy, (pairs, rm) = base.sft, first
+    pair_sets, points, rms, curves = [pairs], [], [], []
+    for r in range(1, cfg.rounds + 1):
+        keys = round_keys(base, r)
+        if r > 1:
+            pair_sets.append(policy_pairs(base, policy, keys["pairs"], cfg.pairs_per_round))
+            rm = fit_rm(base, pair_sets, policy, keys)
+        policy, history = ppo.train_ppo(keys["ppo"], policy, base.sft, reward_model.reward_fn(base.cfg.model), rm,
+                                        partial(sample_prompts, base.world), base.cfg.model, ppo_cfg,
+                                        gold_fn=partial(gold_scores, base.world), value_params=rm)
+        points.append(round_end(policy, base, cfg, prompts, rm, r) | gold_free(history)
+                      | {"pairs": len(union(pair_sets)["kind"])})
+        rms.append(rm)
+        curves.append(logged(history))
+    return points, rms, {k: sum((c[k] for c in curves), []) for k in curves[0]}
+
+
+def finish(points: list, rms: list, start: dict, base: BaseModels, cfg: Config) -> list:
+    """Per round: the RM's accuracies (on the pairs of the policy it started from, of the one it made, of SFT),
+    the proxy at the round's start, the hack and what the next round did to it; private fields dropped."""
+    before = [start] + points[:-1]
+    for r, (point, rm, prev) in enumerate(zip(points, rms, before)):
+        point["rm"] = {"on_start": rm_accuracy(rm, prev["_pairs"], base), "on_end": rm_accuracy(rm, point["_pairs"], base),
+                       "on_sft": rm_accuracy(rm, start["_pairs"], base)}
+        point["proxy_start"] = float(np.asarray(reward_model.score(rm, prev["_eval"]["tokens"], prev["_eval"]["valid"],
+                                                                    base.cfg.model)).mean())
+        point.setdefault("pairs", cfg.label_budget)
+        ev = point["_eval"]
+        point["hack"] = find_hack(ev["text"], ev["kind"], ev["gold"], ev["scores"])
+        nxt = points[r + 1] if r + 1 < len(points) else None
+        next_scores = None if nxt is None else np.asarray(reward_model.score(rms[r + 1], ev["tokens"], ev["valid"],
+                                                                              base.cfg.model))
+        follow_hack(point, nxt, next_scores)
+    return [{k: v for k, v in p.items() if not k.startswith("_")} | {"round": r} for r, p in enumerate(points, 1)]
+
+
+# ---------------------------------------------------------------- one seed, many seeds
+
+
+def single_pass_rm(cfg: Config, base: BaseModels, cache) -> dict:
+    """The pipeline's RM when the budget is its number of pairs; else one trained (and cached) on the budget."""
+    if cfg.label_budget == base.cfg.rm.n_pairs:
+        return base.rm
+    return base_models(base.cfg.seed, dataclasses.replace(base.cfg, rm=rm_config(base, cfg.label_budget)), cache).rm
+
+
+def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
+    """Both runs at every beta from one seed's base models; round 1's pairs and RM are shared by the betas."""
+    prompts = eval_prompts(base, cfg.n_eval)
+    start = round_end(base.sft, base, cfg, prompts, base.rm, 0)  # SFT, with its held-out pairs
+    keys = round_keys(base, 1)
+    first_pairs = policy_pairs(base, base.sft, keys["pairs"], cfg.pairs_per_round)
+    first = (first_pairs, fit_rm(base, [first_pairs], base.sft, keys))
+    single_rm = single_pass_rm(cfg, base, cache)
+    runs = {}
+    for beta in cfg.betas:
+        single = run_single(cfg, base, single_rm, beta, prompts)
+        iterated = run_iterated(cfg, base, first, beta, prompts)
+        runs[f"beta={beta:g}"] = {name: {"rounds": finish(points, rms, start, base, cfg), "curves": curves}
+                                  for name, (points, rms, curves) in zip(METHODS, (single, iterated))}
+    sft = {k: v for k, v in start.items() if not k.startswith("_")}
+    return {"seed": base.cfg.seed, "sft": sft, "runs": runs}
+
+
+def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict[int, BaseModels] | None = None) -> dict:
+    """Run every seed; `bases` may hold already-trained base models by seed (a notebook passes its own)."""
+    per_seed = {str(seed): run_seed(cfg, base, cache) for seed, base in seed_bases(cfg, seeds, cache, bases)}
+    return result("iterated", cfg, per_seed, aggregate(per_seed), pairs_per_round=cfg.pairs_per_round,
+                  iterations_per_round=cfg.iterations_per_round)
+
+
+def aggregate(per_seed: dict) -> dict:
+    """Per beta, run and round: every number's spread over seeds; and the final gold, iterated minus single."""
+    seeds = list(per_seed.values())
+    out = {}
+    for name, run0 in seeds[0]["runs"].items():
+        out[name] = {m: {str(p["round"]): spread_tree([s["runs"][name][m]["rounds"][i] for s in seeds], skip=("hack",))
+                         for i, p in enumerate(run0[m]["rounds"])} for m in METHODS}
+        gap = [s["runs"][name]["iterated"]["rounds"][-1]["gold"] - s["runs"][name]["single"]["rounds"][-1]["gold"]
+               for s in seeds]
+        out[name]["final_gold_gap"] = seed_spread(gap) | {"wins": int(sum(g > 0 for g in gap)), "seeds": len(gap)}
+    return out
+
+
+# ---------------------------------------------------------------- plot and summary
+
+COLORS = {"single": "tab:red", "iterated": "tab:blue"}
+LABELS = {"single": "single pass", "iterated": "iterated"}
+
+
+def per_round(agg_run: dict, path: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max over seeds of the figure at `path`, round by round, from an aggregate run."""
+    spreads = []
+    for rec in agg_run.values():
+        for k in path:
+            rec = rec[k]
+        spreads.append(rec)
+    return tuple(np.array([s[k] for s in spreads]) for k in ("mean", "min", "max"))
+
+
+def plot(result: dict) -> plt.Figure:
+    """Per beta (rows): gold, KL and the RM's on-policy accuracy per round; the rollouts' gold and proxy per iteration."""
+    agg, seeds = result["aggregate"], list(result["seeds"].values())
+    sft_gold = np.mean([s["sft"]["gold"] for s in seeds])
+    fig, axes = plt.subplots(len(agg), 4, figsize=(18, 4 * len(agg)), squeeze=False)
+    panels = ((["gold"], "gold reward (held-out prompts)"), (["kl"], "exact KL to SFT (nats)"),
+              (["rm", "on_end", "gold"], "RM accuracy vs gold, fresh pairs of the policy"))
+    for row, (name, runs) in zip(axes, agg.items()):
+        for ax, (path, ylabel) in zip(row, panels):
+            for m in METHODS:
+                mean, lo, hi = per_round(runs[m], path)
+                x = np.arange(1, len(mean) + 1)
+                ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=COLORS[m], marker="o", capsize=3, label=LABELS[m])
+            ax.set_xlabel("round (end)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{name}: {ylabel}", fontsize=9)
+        row[0].axhline(sft_gold, color="k", ls=":", label="SFT")
+        mean, _, _ = per_round(runs["iterated"], ["rm", "on_sft", "gold"])
+        row[2].plot(np.arange(1, len(mean) + 1), mean, "--", color=COLORS["iterated"], label="iterated, on SFT's pairs")
+        for m in METHODS:
+            curves = [s["runs"][name][m]["curves"] for s in seeds]
+            row[3].plot(np.mean([c["gold"] for c in curves], axis=0), color=COLORS[m], label=f"{LABELS[m]}: gold")
+            row[3].plot(np.mean([c["scores"] for c in curves], axis=0), ":", color=COLORS[m],
+                        label=f"{LABELS[m]}: proxy (RM in use)")
+        row[3].set_xlabel("PPO iteration")
+        row[3].set_ylabel("rollouts, mean over seeds")
+        row[3].set_title(f"{name}: gold beside the proxy the policy climbs", fontsize=9)
+        for ax in row:
+            ax.legend(fontsize=7)
+    cfg = result["config"]
+    fig.suptitle(f"Iterated online RLHF ({cfg['rounds']} rounds x {cfg['pairs_per_round']} pairs) vs a single pass "
+                 f"({cfg['label_budget']} pairs): mean over seeds, whiskers min to max", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def round_cells(rec: dict) -> list[str]:
+    """One round of one seed: gold ± se, proxy start -> end, KL, the RM's accuracy on the policy's fresh pairs."""
+    return [f"{rec['gold']:+.3f} ± {rec['gold_se']:.3f}", f"{rec['proxy_start']:+.2f} -> {rec['proxy']:+.2f}",
+            f"{rec['kl']:.2f}", f"{rec['rm']['on_end']['gold']:.3f}",
+            f"{rec['right_answerable']:.2f} / {rec['refuses_answerable']:.2f} / {rec['leaks']:.2f}"]
+
+
+def signed(x: float) -> str:
+    return "n/a" if np.isnan(x) else f"{x:+.2f}"
+
+
+def hack_line(seed: int, method: str, rec: dict) -> str:
+    """The decoded hack of a round and what the next round did to it, in one line."""
+    h = rec["hack"]
+    if h is None:
+        return f"- seed {seed}, {LABELS[method]}, round {rec['round']}: none (no response scored > 0 with gold < 0)"
+    line = (f"- seed {seed}, {LABELS[method]}, round {rec['round']}: {h['kind']}: `{h['text']}` ({h['share']:.0%} of "
+            f"{h['kind']} replies, gold {h['gold']:+.2f}); RM margin over good {h['kind']} replies {signed(h['margin'])}")
+    if "share_next" in h:
+        line += f" -> next round's RM {signed(h['margin_next_rm'])}, next policy says it {h['share_next']:.0%}"
+    return line
+
+
+def summary(result: dict) -> str:
+    """Markdown: the setup, per-round figures over seeds, the final gap, per-seed rounds, the hacks, the monitors."""
+    cfg, agg, seeds = result["config"], result["aggregate"], list(result["seeds"].values())
+    lines = [f"## Iterated online RLHF ({len(seeds)} seeds: {', '.join(str(s['seed']) for s in seeds)})", "",
+             (f"Equal label budget: {cfg['rounds']} rounds x {cfg['pairs_per_round']} pairs against "
+              f"{cfg['label_budget']} pairs at once; {cfg['iterations']} PPO iterations in all "
+              f"({cfg['iterations_per_round']} per round). Figures are at each round's end on {cfg['n_eval']} held-out "
+              f"prompts; RM accuracy is against gold on {cfg['n_heldout']} fresh labelled pairs of the policy. "
+              f"SFT's gold: {fmt(seed_spread([s['sft']['gold'] for s in seeds]))}."), ""]
+    for name, runs in agg.items():
+        gap = runs["final_gold_gap"]
+        lines += [f"### {name}", "", (f"Final gold, iterated minus single: {fmt(gap, signed=True)}; iterated higher in "
+                                      f"{gap['wins']}/{gap['seeds']} seeds."), "",
+                  *table(["round", "gold: single", "gold: iterated", "KL: single", "KL: iterated",
+                          "RM on policy: single", "RM on policy: iterated", "iterated RM on SFT pairs"],
+                         [[r, fmt(runs["single"][r]["gold"]), fmt(runs["iterated"][r]["gold"]),
+                           fmt(runs["single"][r]["kl"], 2), fmt(runs["iterated"][r]["kl"], 2),
+                           fmt(runs["single"][r]["rm"]["on_end"]["gold"]), fmt(runs["iterated"][r]["rm"]["on_end"]["gold"]),
+                           fmt(runs["iterated"][r]["rm"]["on_sft"]["gold"])] for r in runs["iterated"]]), "",
+                  ("Per seed (gold ± se; proxy: the RM in use, on the policy the round started from -> ended with; "
+                   "RM acc.: vs gold on the ended policy's fresh pairs; right / refused on answerable prompts, "
+                   "leaks on secret ones):"), "",
+                  *table(["seed", "round", "labels", *(f"{LABELS[m]}: {c}" for m in METHODS
+                                                       for c in ("gold", "proxy", "KL", "RM acc.", "right/ref./leak"))],
+                         [[str(s["seed"]), str(i + 1), str(rec["pairs"]), *round_cells(s["runs"][name]["single"]["rounds"][i]),
+                           *round_cells(rec)] for s in seeds for i, rec in enumerate(s["runs"][name]["iterated"]["rounds"])]),
+                  "", ("**Hacks** (the most common response the RM scores above its mean while gold is < 0), the RM's "
+                       "margin for it over the responses gold likes, and what the next round did:"), ""]
+        lines += [hack_line(s["seed"], m, rec) for s in seeds for m in METHODS for rec in s["runs"][name][m]["rounds"]]
+        lines += ["", "**Gold-free signals** per round (mean over seeds) beside gold:", "",
+                  *table(["run", "round", "gold", "KL", "proxy slope / iter.", "RM acc. vs labels, policy's pairs",
+                          "entropy / token"],
+                         [[LABELS[m], r, *(f"{runs[m][r][k]['mean']:+.3f}" for k in ("gold", "kl", "proxy_slope")),
+                           f"{runs[m][r]['rm']['on_end']['labels']['mean']:.3f}", f"{runs[m][r]['entropy']['mean']:.3f}"]
+                          for m in METHODS for r in runs[m]]), ""]
+    return "\n".join(lines).rstrip()
