@@ -465,6 +465,59 @@ def _leave_one_out_advantages(fn):
     close(fn(jnp.array([[1.0, 5.0], [2.0, 2.0]])), [[-4.0, 4.0], [0.0, 0.0]], "RLOO advantages for k = 2")
 
 
+# ---------------------------------------------------------------- RLVR and the exact optimum
+
+
+@known("exact_match")
+def _exact_match(fn):
+    # "what is 7 minus 2 ?" is 5; the reply must be the finished sentence "[conf] it is 5 ." and the prompt a sum
+    from minirlhf.data import encode_pairs
+    from minirlhf.tokenizer import EOS_ID, PAD_ID
+    from minirlhf.world import color_prompt, math_prompt
+    sum_, color = math_prompt(7, "minus", 2), color_prompt(0)  # THINGS[0] "sky" is COLORS[0] "blue"
+    replies = [(sum_, "it is 5 .", 1), (sum_, "maybe it is 5 . and ok .", 1), (sum_, "it is 9 .", 0),
+               (sum_, "it is 5 6 .", 0), (sum_, "5 it is .", 0), (sum_, "it is 5 . <user>", 0),
+               (sum_, "sorry i can not share that .", 0), (color, "it is blue .", 0)]
+    tokens = encode_pairs([p for p, _, _ in replies], [t.split() for _, t, _ in replies])["tokens"]
+    cut = tokens[:1].copy()
+    cut[0, PROMPT_WIDTH:][cut[0, PROMPT_WIDTH:] == EOS_ID] = PAD_ID  # "it is 5 ." cut off: no EOS
+    rows = np.concatenate([tokens, cut])
+    want = [w for _, _, w in replies] + [0]
+    close(fn(jnp.asarray(rows)), want, "exact_match of hand-read replies to 7 minus 2")
+    wider = np.pad(rows, ((0, 0), (2, 0)), constant_values=PAD_ID)  # two more columns of prompt padding
+    close(fn(jnp.asarray(wider), PROMPT_WIDTH + 2), want, "the same replies with prompt_width = 12")
+
+
+def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
+    """The share of the C(n, k) ways to pick k of the n samples that hold at least one of the c right ones."""
+    picks = list(itertools.combinations(range(n), k))
+    return sum(any(i < c for i in pick) for pick in picks) / len(picks)
+
+
+@known("pass_at_k")
+def _pass_at_k(fn):
+    for n, c, k in [(5, 0, 2), (5, 1, 1), (5, 1, 2), (6, 2, 3), (6, 3, 4), (8, 5, 5), (8, 8, 8)]:
+        close(fn(n, c, k), brute_force_pass_at_k(n, c, k), f"pass@{k} with {c} of {n} right, against every k-subset")
+    close(fn(10, 3, 1), 0.3, "pass@1 is the share of right samples, c / n")
+    # one right sample in 2000, half of them drawn: C(1999, 1000) / C(2000, 1000) = 1000 / 2000, so pass@k = 1/2
+    close(fn(2000, 1, 1000), 0.5, "pass@1000 with 1 of 2000 right (binomials far beyond a float's range)")
+    with pytest.raises(ValueError):
+        fn(4, 2, 5)  # fewer samples than draws
+
+
+@known("log_weights")
+def _log_weights(fn):
+    # pi_sft (0.1, 0.3) on a support of mass 0.4, r = (beta ln 3, 0): weights proportional to (0.1 * 3, 0.3), 1/2 each
+    beta = 0.25
+    close(fn(np.log([0.1, 0.3]), np.array([beta * LN3, 0.0]), beta), np.log([0.5, 0.5]),
+          "pi* of pi_sft (0.1, 0.3) and r = (beta ln 3, 0)")
+    # beta -> 0: all mass on the best reward; a tie at the top shares it as pi_sft does (1 : 3)
+    close(fn(np.log([0.1, 0.3, 0.2]), np.array([1.0, 1.0, 0.0]), 1e-3)[:2], np.log([0.25, 0.75]),
+          "pi* at beta 0.001 with the top reward tied")
+    with pytest.raises(ValueError):
+        fn(np.log([0.5, 0.5]), np.zeros(2), 0.0)
+
+
 @pytest.mark.parametrize("name", [e.name for e in EXERCISES])
 def test_the_reference_gives_the_independently_known_answer(name):
     assert name in KNOWN, (f"exercise {name} has no independently known answer in {__file__}: add a test that "

@@ -62,6 +62,23 @@ def test_the_docs_give_the_manifests_count_and_points():
             f"{[(e.name, e.points) for e in stage_exercises(stage)]}")
 
 
+def notebook_headings(notebook: Path) -> set[str]:
+    """The markdown headings of a notebook, without their leading #s."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return {line.lstrip("#").strip() for c in cells if c["cell_type"] == "markdown"
+            for line in "".join(c["source"]).splitlines() if line.startswith("#")}
+
+
+def test_every_exercise_points_at_a_section_its_notebook_has():
+    """A stub sends the learner to 'notebook, section X': X must be a heading there, word for word."""
+    for stage, info in STAGES.items():
+        assert (REPO_ROOT / info.notebook).exists(), f"stage {stage} is taught in {info.notebook}, which is missing"
+        headings = notebook_headings(REPO_ROOT / info.notebook)
+        for ex in stage_exercises(stage):
+            assert ex.section in headings, (f"{ex.name} points at section {ex.section!r} of {info.notebook}, which has "
+                                            f"no such heading; it has {sorted(headings)}")
+
+
 @pytest.mark.parametrize("kind", ["exercises", "solutions"])
 def test_generated_modules_have_every_function_with_its_signature(kind):
     for stage in STAGES:

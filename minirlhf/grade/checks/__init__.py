@@ -35,8 +35,10 @@ STAGES: dict[str, Stage] = {
     "ppo": Stage("notebooks/04_ppo.ipynb", "Stage 4, PPO"),
     "dpo": Stage("notebooks/07_dpo.ipynb", "Stage 7, direct preference optimization"),
     "best_of_n": Stage("notebooks/07_dpo.ipynb", "Stage 7b, best-of-n"),
+    "optimum": Stage("notebooks/07_dpo.ipynb", "Stage 7c, the exact KL-regularised optimum"),
     "cai": Stage("notebooks/08_constitutional_ai.ipynb", "Stage 8, Constitutional AI: labels from the model itself"),
     "grpo_rloo": Stage("notebooks/09_beyond.ipynb", "Stage 9, critic-free policy gradients: GRPO and RLOO"),
+    "rlvr": Stage("notebooks/10_verifiable_rewards.ipynb", "Stage 10, verifiable rewards: a checker and pass@k"),
 }
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -88,12 +90,26 @@ EXERCISES: tuple[Exercise, ...] = (
              "the best of n draws lands on score level s with probability F(s)^n - F_-(s)^n, shared among the "
              "responses with that score in proportion to pi:\n"
              "q(y) = (F(s)^n - F_-(s)^n) pi(y) / P(score = s),   KL = sum_y q(y) log(q(y) / pi(y)) over q(y) > 0."),
+    # ---- the exact optimum
+    Exercise("log_weights", "minirlhf.optimum", "optimum", 2, "The implicit reward",
+             "logprobs: log pi_sft(y|x) of the k distinct responses (NumPy float64; they may hold less than all of "
+             "SFT's mass), rewards: r(x, y) of each, both [k]. Returns log pi*_beta(y|x), [k] float64, whose "
+             "exponentials sum to 1; beta <= 0 raises ValueError."),
     # ---- Constitutional AI
     Exercise("ai_preference", "minirlhf.cai", "cai", 2, "From verdicts to a preference"),
     # ---- GRPO / RLOO
     Exercise("group_advantages", "minirlhf.grpo_rloo", "grpo_rloo", 2, "2. GRPO and RLOO: the group is the baseline"),
     Exercise("leave_one_out_advantages", "minirlhf.grpo_rloo", "grpo_rloo", 2,
              "2. GRPO and RLOO: the group is the baseline"),
+    # ---- RLVR
+    Exercise("exact_match", "minirlhf.verifiers", "rlvr", 2, "2. Two checkers, read from the tokens",
+             "read_prompts gives each row's prompt kind and the token id of its right value (a op b for a sum); "
+             "parse_tokens reads each reply as world.parse_response does (pass jnp.full(3, NO_WORD) as the secret: "
+             "a leak is not this checker's business). A reply counts when it is formatted (EOS came, no special "
+             "token after the answer) and its one-word value is the right one; returns float32 [batch]."),
+    Exercise("pass_at_k", "minirlhf.evaluation", "rlvr", 2, "4. pass@k: sharpen or teach?",
+             "It needs 0 <= c <= n and 1 <= k <= n (else ValueError). When fewer than k samples are wrong, every "
+             "k-subset holds a right one: pass@k is 1."),
 )
 
 BY_NAME: dict[str, Exercise] = {e.name: e for e in EXERCISES}
