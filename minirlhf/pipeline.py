@@ -7,11 +7,18 @@
   report.md     the table, samples for the same prompts from every model, the plots, and how many of each
                 stage's seconds went to compiling (also printed at the end)
   *.png         training curves, gold vs proxy reward, reward vs KL
-Every number comes from this run; the same seed gives the same file.
+  models/       the SFT, PPO and DPO policies and the reward model (checkpoint.save), which `python -m minirlhf
+                ask` loads
+The folder is checked before anything trains (run_folder.check_out): a folder holding a run is refused unless
+force=True, which replaces only the run's own files.
+Every number comes from this run; the same seed on the same machine with the same package versions gives the
+same file. On another CPU, float rounding differs in the last bits and training amplifies it, so the numbers
+move (PPO's most): compare runs across machines over several seeds, never one.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -21,10 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from minirlhf import best_of_n as bon
-from minirlhf import dpo, ppo, pretrain, reward_model, sft
+from minirlhf import checkpoint, dpo, ppo, pretrain, reward_model, sft
 from minirlhf.compile_cache import CompileClock
 from minirlhf.evaluation import evaluate, gold_scores, per_kind
-from minirlhf.report import timing_line, write_report
+from minirlhf.report import ending, write_report
+from minirlhf.run_folder import MODELS as SAVED, check_out, model_path
 from minirlhf.tokenizer import VOCAB_SIZE
 from minirlhf.training import OptimConfig
 from minirlhf.transformer import ModelConfig
@@ -77,8 +85,14 @@ def stage_keys(seed: int) -> dict[str, jax.Array]:
     return dict(zip(STAGES, jax.random.split(jax.random.PRNGKey(seed), len(STAGES))))
 
 
-def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs/default") -> dict:
-    """Train every stage, evaluate every model on the same held-out prompts; returns metrics."""
+def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs/default", force: bool = False,
+                 overrides: tuple[str, ...] = ()) -> dict:
+    """Train every stage, evaluate every model on the same held-out prompts; returns metrics.
+
+    `out` is checked first (see run_folder.check_out); `overrides` (the CLI's --set lines) go into config.json.
+    """
+    if out is not None:
+        check_out(out, force)
     world = make_world(WorldConfig(seed=cfg.seed))
     keys = stage_keys(cfg.seed)
     seconds, compiling, histories, models = {}, {}, {}, {}
@@ -113,6 +127,7 @@ def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs
         lap("evaluation")
         metrics["best_of_n"] = _evaluate_best_of_n(cfg, world, eval_prompts, keys, models["sft"], rm_params)
         lap("best_of_n")
+    models["reward_model"] = rm_params
     metrics["reward_model"] = rm_metrics
     metrics["seconds"] = seconds
     metrics["seed"] = cfg.seed
@@ -125,10 +140,19 @@ def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs
             m.pop("valid", None)
     metrics = _plain(metrics)
     if out is not None:
-        write_report(out, metrics, histories, samples, eval_prompts, cfg.n_samples_shown, dataclasses.asdict(cfg),
-                     compiling)
-    print(timing_line(seconds, compiling))
+        save_models(out, models, cfg, overwrite=force)
+        config = {**dataclasses.asdict(cfg), "overrides": list(overrides)}
+        write_report(out, metrics, histories, samples, eval_prompts, cfg.n_samples_shown, config, compiling)
+    print(ending(metrics, compiling, out))
     return metrics
+
+
+def save_models(out: str, models: dict, cfg: PipelineConfig, overwrite: bool = False) -> None:
+    """The policies and the (normalized) reward model, one checkpoint each, with the run's seed in their meta."""
+    os.makedirs(os.path.dirname(model_path(out, "sft")), exist_ok=True)
+    for name in SAVED:
+        checkpoint.save(model_path(out, name), models[name], cfg.model, meta={"seed": cfg.seed, "model": name},
+                        overwrite=overwrite)
 
 
 def _evaluate(params, rm_params, cfg: PipelineConfig, world: World, prompts, key, sft_params) -> dict:

@@ -11,6 +11,7 @@ from minirlhf import plots
 from minirlhf.compile_cache import CompileTime
 from minirlhf.data import decode_responses
 from minirlhf.preferences import type_order
+from minirlhf.run_folder import MODELS as SAVED, PLOTS, model_path
 from minirlhf.world import Prompt
 
 PANELS = {  # which metrics each stage's training-curve panel shows
@@ -58,7 +59,7 @@ def results_table(metrics: dict) -> str:
 
 def per_kind_table(metrics: dict) -> str:
     """Every trained model's `evaluation.per_kind` figures, one row per (model, prompt kind), as markdown."""
-    rows = ["| model | kind | n | gold ± se | " + " | ".join(PER_KIND) + " |", "|---|" * 4 + "---|" * len(PER_KIND)]
+    rows = ["| model | kind | n | gold ± se | " + " | ".join(PER_KIND) + " |", "|" + "---|" * (4 + len(PER_KIND))]
     for m in MODELS[1:]:  # the pretrained model never answers: nothing to split
         for kind, d in metrics.get(m, {}).get("per_kind", {}).items():
             rates = " | ".join(f"{d[r]:.0%}" if r in d else "–" for r in PER_KIND)
@@ -111,6 +112,21 @@ def markdown(metrics: dict, samples: dict, prompts: list[Prompt], n_show: int,
         lines.append("")
     lines.append(timing_line(metrics["seconds"], compiling))
     return "\n".join(lines) + "\n"
+
+
+def ending(metrics: dict, compiling: dict[str, CompileTime] | None = None, out: str | None = None) -> str:
+    """What the run prints when it is done: the table, each model's figures by prompt kind, the stage times
+    and where everything was written (so a learner knows what to open next)."""
+    parts = [results_table(metrics), ""]
+    if "per_kind" in metrics.get("sft", {}):
+        parts += ["By prompt kind (rates among that kind's prompts):", per_kind_table(metrics), ""]
+    parts.append(timing_line(metrics["seconds"], compiling))
+    if out is not None:
+        parts += ["", f"report:  {os.path.join(out, 'report.md')} (metrics in {os.path.join(out, 'metrics.json')})",
+                  f"plots:   {', '.join(os.path.join(out, p) for p in PLOTS)}",
+                  f"models:  {', '.join(model_path(out, m) for m in SAVED)}",
+                  f'ask them: python -m minirlhf ask "what is 3 plus 4 ?" --run {out}']
+    return "\n".join(parts)
 
 
 def timing_line(seconds: dict[str, float], compiling: dict[str, CompileTime] | None = None) -> str:

@@ -5,12 +5,15 @@ import json
 import time
 from pathlib import Path
 
+from minirlhf import overrides as config_overrides
 from minirlhf.experiments import load
 
 
-def run_experiment(name: str, seeds: list[int], out: str, small: bool = False, cache: str | None = "runs/cache") -> dict:
+def run_experiment(name: str, seeds: list[int], out: str, small: bool = False, cache: str | None = "runs/cache",
+                   overrides: tuple[str, ...] = ()) -> dict:
+    """Run experiment `name` (its Config, or Config.small(), with the `--set field=value` overrides applied)."""
     module = load(name)
-    cfg = module.Config.small() if small else module.Config()
+    cfg = config_overrides.apply(module.Config.small() if small else module.Config(), list(overrides))
     start = time.perf_counter()
     result = module.run(cfg, seeds=tuple(seeds), cache=cache)
     result["seconds"] = round(time.perf_counter() - start, 1)
