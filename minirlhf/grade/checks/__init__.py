@@ -91,7 +91,7 @@ EXERCISES: tuple[Exercise, ...] = (
              "responses with that score in proportion to pi:\n"
              "q(y) = (F(s)^n - F_-(s)^n) pi(y) / P(score = s),   KL = sum_y q(y) log(q(y) / pi(y)) over q(y) > 0."),
     # ---- the exact optimum
-    Exercise("log_weights", "minirlhf.optimum", "optimum", 2, "The implicit reward",
+    Exercise("log_weights", "minirlhf.optimum", "optimum", 2, "The exact optimum: what each method leaves on the table",
              "logprobs: log pi_sft(y|x) of the k distinct responses (NumPy float64; they may hold less than all of "
              "SFT's mass), rewards: r(x, y) of each, both [k]. Returns log pi*_beta(y|x), [k] float64, whose "
              "exponentials sum to 1; beta <= 0 raises ValueError."),
