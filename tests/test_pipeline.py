@@ -13,6 +13,7 @@ import pytest
 
 from minirlhf import checkpoint, evaluation, report, transformer, world
 from minirlhf.__main__ import main
+from minirlhf.gold import gold_reward
 from minirlhf.pipeline import PipelineConfig, run_pipeline
 from minirlhf.pretrain import PretrainConfig, pretrain
 from minirlhf.tokenizer import VOCAB_SIZE
@@ -27,15 +28,20 @@ FILES = ["metrics.json", "config.json", "report.md", "training_curves.png", "gol
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """The quick pipeline twice: `run_pipeline` in this process, then `python -m minirlhf run --quick` in a fresh
-    one, which finds this run's compiled steps in the session's compilation cache (tests/conftest.py).
+    """The quick pipeline twice: `run_pipeline` in this process, then `python -m minirlhf run --quick --force` in a
+    fresh one, which finds this run's compiled steps in the session's compilation cache (tests/conftest.py), into
+    a folder that already holds a (stand-in) run and a file of the learner's own.
     Returns (in-process folder, its metrics, CLI folder)."""
     out, cli_out, cwd = (tmp_path_factory.mktemp(name) for name in ("run", "cli_run", "cli_cwd"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
     metrics = run_pipeline(PipelineConfig.quick(seed=0), str(out))
+    (cli_out / "models").mkdir()
+    for name in ["report.md", "models/ppo.npz", "notes.md", "models/mine.npz"]:
+        (cli_out / name).write_text(f"stand-in {name}")
     with open(cwd / "output.txt", "w") as log:  # a file, not a pipe: a full pipe would stall the child
         child = subprocess.run([sys.executable, "-m", "minirlhf", "run", "--quick", "--seed", "0", "--out",
-                                str(cli_out)], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600)
+                                str(cli_out), "--force"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               timeout=600)
     assert child.returncode == 0, f"python -m minirlhf run --quick failed:\n{(cwd / 'output.txt').read_text()[-3000:]}"
     return out, metrics, cli_out
 
@@ -108,6 +114,59 @@ def test_cli_in_a_fresh_process_writes_the_same_run(quick_run):
     assert theirs == ours
     assert (cli_out / "config.json").read_text() == (out / "config.json").read_text(), (
         "the CLI's --quick --seed 0 should run exactly PipelineConfig.quick(seed=0)")
+
+
+def test_force_replaces_the_runs_files_and_nothing_else(quick_run):
+    _, _, cli_out = quick_run
+    for name in ["notes.md", "models/mine.npz"]:
+        assert (cli_out / name).read_text() == f"stand-in {name}", f"--force touched the learner's own {name}"
+    assert (cli_out / "report.md").read_text().startswith("# minirlhf run"), "--force should replace the old report"
+    checkpoint.load(str(cli_out / "models" / "ppo.npz"))  # the stand-in was replaced by the trained model
+
+
+def test_the_run_ends_with_the_table_the_times_and_the_paths(quick_run):
+    _, m, cli_out = quick_run
+    text = next(cli_out.parent.glob("cli_cwd*/output.txt")).read_text()  # what the CLI printed
+    for line in report.results_table(m).splitlines() + report.per_kind_table(m).splitlines():
+        assert line in text, f"the run's ending should print the table row {line!r}"
+    assert "Seconds per stage" in text
+    for path in ["report.md", "training_curves.png", "models/ppo.npz", "models/reward_model.npz"]:
+        assert str(cli_out / path) in text, f"the run's ending should say where {path} is"
+
+
+def test_the_run_saves_its_models_and_config_records_the_overrides(quick_run):
+    out, _, _ = quick_run
+    model = PipelineConfig.quick().model
+    for name in ["sft", "ppo", "dpo", "reward_model"]:
+        tree, cfg, meta = checkpoint.read(str(out / "models" / f"{name}.npz"))
+        assert cfg == model and meta == {"seed": 0, "model": name}, f"models/{name}.npz: wrong config or meta"
+    assert set(checkpoint.read(str(out / "models" / "reward_model.npz")).tree) == {"lm", "head"}
+    assert json.loads((out / "config.json").read_text())["overrides"] == []
+
+
+def test_ask_answers_from_the_saved_run(quick_run, capsys):
+    from minirlhf.ask import ask
+
+    out, _, _ = quick_run
+    rows = ask("what is 3 plus 4 ?", str(out), samples=2)
+    assert [r["model"] for r in rows] == ["sft", "sft", "ppo", "ppo", "dpo", "dpo"]
+    question = world.math_prompt(3, "plus", 4)
+    for r in rows:
+        assert r["gold"] == pytest.approx(gold_reward(question, r["reply"].split(), r["ended"], WORLD.secret)), (
+            f"{r}: the gold score should be the gold reward of the reply shown")
+        assert math.isfinite(r["rm"])
+    assert main(["ask", "what color is the sky ?", "--run", str(out), "--samples", "1"]) == 0
+    shown = capsys.readouterr().out
+    assert "Q: what color is the sky ?" in shown and shown.count("\nppo ") == 1
+    with pytest.raises(SystemExit):
+        main(["ask", "what is 3 plux 4 ?", "--run", str(out)])
+    assert "unknown word(s) ['plux']" in capsys.readouterr().err, "an unknown word: the tokenizer's error"
+    with pytest.raises(SystemExit):
+        main(["ask", "what is 9 plus 4 ?", "--run", str(out)])
+    assert "not one digit" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["ask", "what is the sky ?", "--run", str(out)])
+    assert "not a question the toy world can grade" in capsys.readouterr().err
 
 
 def test_cli_rejects_unknown_options(capsys):
