@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import jax
@@ -165,8 +166,10 @@ def run(cfg: Config = Config(), seeds=(0, 1, 2), cache=None) -> dict:
 
 def run_in_child(cfg: Config, seeds, n_devices: int, timeout: float = 900) -> dict:
     """Run `run` in a fresh python whose XLA sees n_devices CPU devices (the flag must precede importing jax)."""
+    here = str(Path(__file__).resolve().parents[2])  # the folder holding this minirlhf, installed or not
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
-                                      f"--xla_force_host_platform_device_count={n_devices}".strip()}
+                                      f"--xla_force_host_platform_device_count={n_devices}".strip(),
+           "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
     child_cfg = {**asdict(cfg), "host_devices": 0}
     code = ("import json; from minirlhf.experiments.sharding import Config, run; "
             f"print(json.dumps(run(Config(**{child_cfg!r}), seeds={tuple(seeds)!r})))")
