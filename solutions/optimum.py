@@ -26,7 +26,7 @@ def log_weights(logprobs: Float[np.ndarray, " k"], rewards: Float[np.ndarray, " 
     mass), rewards: r(x, y) of each, both [k]. Returns log pi*_beta(y|x), [k] float64, whose exponentials sum to
     1; beta <= 0 raises ValueError.
 
-    Exercise (2 points): notebooks/07_dpo.ipynb, section "The implicit reward".
+    Exercise (2 points): notebooks/07_dpo.ipynb, section "The exact optimum: what each method leaves on the table".
     Check it: `from minirlhf.grade import check; check("log_weights")`.
     """
     ### BEGIN SOLUTION

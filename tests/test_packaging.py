@@ -121,7 +121,8 @@ def test_minirlhf_has_no_import_cycle():
 
 
 RUNNING = {"minirlhf.evaluation", "minirlhf.pipeline", "minirlhf.report", "minirlhf.plots", "minirlhf.bench",
-           "minirlhf.__main__"}  # measuring and running the stages
+           "minirlhf.__main__", "minirlhf.ask", "minirlhf.run_folder", "minirlhf.overrides",
+           "minirlhf.compile_cache"}  # measuring and running the stages
 
 
 def test_layers_point_down():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-RUNNING = {"pipeline", "evaluation", "report", "plots", "bench", "__main__"}
+RUNNING = {"pipeline", "evaluation", "report", "plots", "bench", "__main__", "ask", "run_folder", "overrides", "compile_cache"}
 PARTS = {  # part -> what it holds
     "stages": "the story: world, model, stages (top-level modules)",
     "running": "measuring and running: " + ", ".join(sorted(RUNNING)),
