@@ -213,17 +213,22 @@ def _ppo_inputs(seed):
     return mask, old, logprobs, advantages
 
 
+def _beside_reference(fn, name: str, inputs: tuple, eps: float, case: str):
+    """(fn's, the library's) (loss, metrics) on the same inputs and clip range; a wrong structure fails at once."""
+    arrays = tuple(map(jnp.asarray, inputs))
+    got, want = fn(*arrays, eps), reference(name)(*arrays, eps)
+    msg = compare(got, want, "(loss, metrics)", values=False)
+    if msg:
+        raise CheckFailed(f"{case}: {msg}")
+    return got, want
+
+
 @check_for("policy_loss")
 def check_policy_loss(fn) -> str:
     mask, old, logprobs, adv = _ppo_inputs(25)
     cases = [("cliprange 0.2", 0.2), ("cliprange 0.1", 0.1)]
     for case, eps in cases:
-        arrays = tuple(map(jnp.asarray, (logprobs, old, adv, mask)))
-        got = fn(*arrays, eps)
-        want = reference("policy_loss")(*arrays, eps)
-        msg = compare(got, want, "(loss, metrics)", values=False)
-        if msg:
-            raise CheckFailed(f"{case}: {msg}")
+        got, want = _beside_reference(fn, "policy_loss", (logprobs, old, adv, mask), eps, case)
         pl = lambda **kw: (lambda: _np_policy_loss(logprobs, old, adv, mask, eps, **kw))
         expect(got[0], want[0], case, [
             Mistake("took the min of the two terms: PPO's loss is the MAX (the pessimistic one) of "
@@ -273,12 +278,7 @@ def check_value_loss(fn) -> str:
     returns = _junk_off(mask, r.normal(0, 1, mask.shape), -30.0)
     cases = [("cliprange_value 0.2", 0.2), ("cliprange_value 0.05", 0.05)]
     for case, eps in cases:
-        arrays = tuple(map(jnp.asarray, (values, old, returns, mask)))
-        got = fn(*arrays, eps)
-        want = reference("value_loss")(*arrays, eps)
-        msg = compare(got, want, "(loss, metrics)", values=False)
-        if msg:
-            raise CheckFailed(f"{case}: {msg}")
+        got, want = _beside_reference(fn, "value_loss", (values, old, returns, mask), eps, case)
         vl = lambda **kw: (lambda: _np_value_loss(values, old, returns, mask, eps, **kw))
         expect(got[0], want[0], case, [
             Mistake("took the min of the two squared errors: the value loss takes the MAX (pessimistic), like the "
