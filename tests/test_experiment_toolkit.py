@@ -56,6 +56,7 @@ def test_fmt_is_mean_std_min_max():
     assert toolkit.fmt(s) == "0.200 ± 0.141 [0.100, 0.300]"
     assert toolkit.fmt(s, 2, signed=True) == "+0.20 ± 0.14 [+0.10, +0.30]"
     assert toolkit.fmt(None) == "n/a"
+    assert toolkit.fmt(seed_spread([0.25]), signed=True) == "+0.250", "one seed has no spread to print"
 
 
 def test_spread_tree_keeps_the_shape_and_drops_what_is_not_a_number():

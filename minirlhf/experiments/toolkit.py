@@ -215,10 +215,15 @@ def at(tree: dict, path: str):
 
 
 def fmt(s: dict | None, digits: int = 3, signed: bool = False) -> str:
-    """A `seed_spread` as text, the one way every summary writes it: "mean ± std [min, max]" ("n/a" if missing)."""
+    """A `seed_spread` as text, the one way every summary writes it: "mean ± std [min, max]" ("n/a" if missing).
+
+    One seed has no spread to show, so it is written as its value alone (not as "± 0.000").
+    """
     if s is None:
         return "n/a"
     sign = "+" if signed else ""
+    if len(s.get("values", ())) == 1:
+        return f"{s['mean']:{sign}.{digits}f}"
     return (f"{s['mean']:{sign}.{digits}f} ± {s['std']:.{digits}f} "
             f"[{s['min']:{sign}.{digits}f}, {s['max']:{sign}.{digits}f}]")
 
