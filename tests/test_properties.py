@@ -373,7 +373,12 @@ def test_token_logprobs_match_numpys_log_softmax(logits, tokens, temperature):
 # ---------------------------------------------------------------- group baselines (GRPO, RLOO)
 
 
-@given(arrays(np.float32, (2, 4), elements=floats(-5, 5)), arrays(np.float32, (2, 1), elements=floats(-20, 20)))
+# Rewards and shifts on a grid of quarters: adding them is exact in float32, so any change in the advantages comes
+# from the baseline, not from rounding (2 + 1e-5 in float32 is off by about 1%, which normalising by a tiny std blows up).
+quarters = st.integers(-20, 20).map(lambda q: q / 4)
+
+
+@given(arrays(np.float32, (2, 4), elements=quarters), arrays(np.float32, (2, 1), elements=quarters.map(lambda q: 4 * q)))
 def test_group_baselines_ignore_a_constant_added_to_a_group(rewards, shift):
     for name, fn in [("GRPO", group_advantages), ("RLOO", leave_one_out_advantages)]:
         np.testing.assert_allclose(fn(rewards + shift), fn(rewards), atol=1e-3, err_msg=(
