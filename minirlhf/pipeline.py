@@ -173,7 +173,7 @@ def _evaluate_best_of_n(cfg: PipelineConfig, world: World, prompts, keys, sft_pa
 
 
 def _proxy(rm_params, tokens: np.ndarray, valid: np.ndarray, model_cfg: ModelConfig) -> float:
-    return float(np.mean(reward_model.reward(rm_params, jnp.asarray(tokens), jnp.asarray(valid), model_cfg)))
+    return float(np.mean(reward_model.score(rm_params, jnp.asarray(tokens), jnp.asarray(valid), model_cfg)))
 
 
 def _plain(x):
