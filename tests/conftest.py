@@ -1,19 +1,11 @@
-"""Shared test settings: one compilation cache for the session, and a fixed, small set of hypothesis examples."""
-import atexit
-import os
-import shutil
-import tempfile
-
-# jax's persistent compilation cache (minirlhf/compile_cache.py), fresh for each test session, so that a run never
-# reads another run's entries (a clean machine and a developer's both start empty), and shared with every process
-# the tests start: the CLI runs, the grader's workers, the sharding child and, under `python -m pytest`, the
-# notebooks' kernels, which compile many of the same steps. MINIRLHF_COMPILE_CACHE=off or =PATH, set by whoever
-# runs the tests, is kept: the tests then compile everything, or share that folder.
-_XLA_CACHE = tempfile.mkdtemp(prefix="minirlhf-tests-xla-")
-atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
-os.environ.setdefault("MINIRLHF_COMPILE_CACHE", _XLA_CACHE)
-
-from minirlhf.compile_cache import enable_compile_cache  # noqa: E402  (imports jax, which compiles nothing yet)
+"""Shared test settings: the compilation cache, and a fixed, small set of hypothesis examples."""
+# jax's persistent compilation cache (minirlhf/compile_cache.py), the same one every entry point uses: the
+# user's folder (~/.cache/minirlhf/xla), or wherever MINIRLHF_COMPILE_CACHE (off or a PATH) says. A second
+# `python -m pytest` reads back the steps the first compiled; a cache hit is the executable a fresh compile would
+# build, so no number changes (tests/test_compile_cache.py checks a run warm, cold and off). The processes the
+# tests start (the CLI runs, the grader's workers, the sharding child, the notebooks' kernels) inherit the
+# setting through the environment. A clean machine, like CI's, starts with an empty folder.
+from minirlhf.compile_cache import enable_compile_cache  # imports jax, which compiles nothing yet
 
 enable_compile_cache()
 from hypothesis import HealthCheck, settings  # noqa: E402
