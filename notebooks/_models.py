@@ -4,6 +4,10 @@ Each notebook trains its own stage and saves the result in notebooks/artifacts/ 
 the next notebook loads it. A notebook run on its own, on a fresh clone, finds nothing there and trains
 what it needs with the library, with the same configs and keys, so it gets the same kind of model.
 
+Everything follows from one seed, `SEED` (0, or MINIRLHF_SEED from the environment: see _setup.py): the world,
+the evaluation prompts and every stage's key. A saved model's file name records its seed and configs, so the
+notebooks run on seed 1 train and keep their own models beside seed 0's.
+
 Pretraining, SFT and the reward model use the pipeline's configs (`python -m minirlhf run`, minirlhf/pipeline.py).
 PPO and DPO run SHORTER (fewer iterations and steps), so that each notebook runs in about two minutes on two
 CPU cores; `describe` prints what differs from the pipeline. The stages still work at this size; the
@@ -27,7 +31,8 @@ from minirlhf.tokenizer import VOCAB_SIZE
 from minirlhf.transformer import ModelConfig
 from minirlhf.world import WorldConfig, make_world, sample_prompts
 
-SEED = 0
+from _setup import SEED  # MINIRLHF_SEED, default 0
+
 WORLD = make_world(WorldConfig(seed=SEED))
 MODEL = ModelConfig(vocab_size=VOCAB_SIZE)  # the pipeline's model: 2 layers, d_model 64
 PIPELINE = PipelineConfig()  # the course's main run, for comparison
@@ -45,7 +50,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 _PIPELINE = dataclasses.replace(PIPELINE, seed=SEED)
 
 # What made each saved model (minirlhf.store): pretrained, SFT and "rm" are the pipeline's own records, so
-# `base_models(0, cache="notebooks/artifacts")` and these functions read and write the same files.
+# `base_models(SEED, cache="notebooks/artifacts")` and these functions read and write the same files.
 # "reward_model" is notebook 03's RM, trained step by step there and normalised on its own prompts, so it
 # is kept apart from the pipeline's "rm"; "ppo" is notebook 04's shorter run.
 MADE_BY = {
@@ -117,7 +122,7 @@ def ppo_policy() -> dict:
 
 
 def base() -> BaseModels:
-    """Seed 0's models as the experiments take them (notebooks 05-08): the ones saved by notebooks 01-03."""
+    """This seed's models as the experiments take them (notebooks 05-08): the ones saved by notebooks 01-03."""
     pretrained_params, sft_params = pretrained(), sft_model()
     rm_params, pairs, metrics = _reward_model()
     return BaseModels(_PIPELINE, WORLD, KEYS, pretrained_params, sft_params, rm_params, pairs, metrics)
