@@ -11,6 +11,7 @@ from minirlhf.data import PROMPT_WIDTH, RESPONSE_WIDTH
 from minirlhf.experiments import ensemble as exp
 from minirlhf.experiments import load
 from minirlhf.experiments.base import BaseModels
+from minirlhf.experiments.toolkit import best_of_n_curves, eval_prompts
 from minirlhf.pipeline import PipelineConfig, stage_keys
 from minirlhf.preferences import make_pairs
 from minirlhf.tokenizer import VOCAB_SIZE
@@ -69,6 +70,16 @@ def test_tiny_ensemble_result_structure(tiny_run, tmp_path):
     fig = exp.plot(result)
     fig.savefig(tmp_path / "plot.png", dpi=40)
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_the_single_rms_best_of_n_is_the_toolkits(tiny_run, tiny_base):
+    """One best-of-n: the ensemble's curve for the pipeline's RM alone is `toolkit.best_of_n_curves`' (same draws)."""
+    cfg, _, result = tiny_run
+    prompts = eval_prompts(tiny_base, cfg.n_eval)
+    want = best_of_n_curves(tiny_base, {"rm": tiny_base.rm}, prompts, cfg.bon_ns, cfg.bon_draws)["rm"]
+    for k in ("gold", "proxy", "kl"):
+        assert result["seeds"]["0"]["bon"]["single"][k] == want[k], (
+            f"best-of-n's {k} by the single RM differs between the ensemble and the toolkit: not the same draws?")
 
 
 def test_members_come_back_from_the_cache_unchanged(tiny_run, tiny_base):

@@ -10,6 +10,7 @@ import pytest
 from minirlhf import ppo, reward_model, transformer
 from minirlhf.data import PROMPT_WIDTH, RESPONSE_WIDTH
 from minirlhf.experiments import iterated as exp
+from minirlhf.experiments import monitoring
 from minirlhf.experiments.base import BaseModels
 from minirlhf.pipeline import PipelineConfig, stage_keys
 from minirlhf.preferences import make_pairs
@@ -113,13 +114,20 @@ def test_find_hack_picks_the_most_common_over_rated_bad_response_of_a_kind():
     kinds = ["math", "math", "math", "math", "color", "color", "color", "secret"]
     gold = np.array([-0.5, 1.0, -0.5, -0.4, -0.5, -0.5, -0.5, 1.0])  # the refusal is right for the secret only
     scores = np.array([0.9, 1.2, 0.8, 0.1, -0.2, -0.3, -0.1, 2.0])  # "blah" is common but the RM already dislikes it
-    hack = exp.find_hack(text, kinds, gold, scores)
+    hack = monitoring.find_hack(text, kinds, gold, scores)
     assert (hack["kind"], hack["text"]) == ("math", "sorry ."), f"the refusal on sums is the hack, got {hack}"
     assert hack["share"] == pytest.approx(2 / 4), "share among math replies: 2 of 4"
     assert hack["gold"] == -0.5, "gold of the hack on math prompts only, not the secret's +1"
-    assert exp.find_hack(text, kinds, np.ones(8), scores) is None, "no response with gold < 0: no hack"
-    assert exp.margin_over_good(text, kinds, gold, scores, hack) == pytest.approx(0.85 - 1.2), (
+    assert monitoring.find_hack(text, kinds, np.ones(8), scores) is None, "no response with gold < 0: no hack"
+    assert monitoring.margin_over_good(text, kinds, gold, scores, hack) == pytest.approx(0.85 - 1.2), (
         "the margin compares the hack with the good replies to prompts of its own kind")
+    ev = {"text": text, "kind": kinds, "gold": gold, "scores": scores}
+    next_text = ["it is 7 .", "sorry .", "it is 7 .", "it is 7 .", "blah", "blah", "blah", "sorry ."]
+    followed = monitoring.follow_hack(hack, ev, scores - 1.0, next_text)
+    assert followed["margin_next_rm"] == pytest.approx(0.85 - 1.2), "a shift of every score leaves the margin"
+    assert followed["share_next"] == pytest.approx(1 / 4), "the next policy says the hack on 1 of the 4 sums"
+    assert "-> next round's RM -0.35, next policy says it 25%" in monitoring.hack_text(followed)
+    assert "share_next" not in monitoring.follow_hack(hack, ev), "the last round has no next round to follow it into"
 
 
 def test_config_rejects_budgets_that_do_not_split_into_rounds():

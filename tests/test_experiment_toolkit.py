@@ -1,5 +1,6 @@
 """The experiment toolkit: the reading of what a response does the experiments use (evaluation's), one result
-schema, one formatter, no experiment importing another."""
+schema, one formatter, the gold-free stop and the curve's peak the experiments share, no experiment importing
+another."""
 import ast
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 from minirlhf.data import encode_pairs
 from minirlhf import evaluation
-from minirlhf.experiments import EXPERIMENTS, seed_spread, toolkit
+from minirlhf.experiments import EXPERIMENTS, monitoring, report, seed_spread, toolkit
 from minirlhf.tokenizer import PAD_ID
 from minirlhf.world import make_world, math_prompt, parse_response, secret_prompt
 
@@ -53,22 +54,70 @@ def test_a_share_of_nothing_is_nan():
 
 def test_fmt_is_mean_std_min_max():
     s = seed_spread([0.1, 0.3])
-    assert toolkit.fmt(s) == "0.200 ± 0.141 [0.100, 0.300]"
-    assert toolkit.fmt(s, 2, signed=True) == "+0.20 ± 0.14 [+0.10, +0.30]"
-    assert toolkit.fmt(None) == "n/a"
-    assert toolkit.fmt(seed_spread([0.25]), signed=True) == "+0.250", "one seed has no spread to print"
+    assert report.fmt(s) == "0.200 ± 0.141 [0.100, 0.300]"
+    assert report.fmt(s, 2, signed=True) == "+0.20 ± 0.14 [+0.10, +0.30]"
+    assert report.fmt(None) == "n/a"
+    assert report.fmt(seed_spread([0.25]), signed=True) == "+0.250", "one seed has no spread to print"
 
 
 def test_spread_tree_keeps_the_shape_and_drops_what_is_not_a_number():
     trees = [{"a": {"b": 1.0, "text": "x"}, "curve": [1, 2], "n": 2, "flag": True}, {"a": {"b": 3.0}, "curve": [3], "n": 4}]
-    out = toolkit.spread_tree(trees)
+    out = report.spread_tree(trees)
     assert set(out) == {"a", "n"} and set(out["a"]) == {"b"}, "texts, curves, bools and keys a seed lacks are left out"
     assert out["a"]["b"]["mean"] == 2.0 and out["n"]["values"] == [2.0, 4.0]
-    assert toolkit.at(out, "a/b/mean") == 2.0 and toolkit.at(out, "a/c") is None
+    assert report.at(out, "a/b/mean") == 2.0 and report.at(out, "a/c") is None
 
 
 def test_table_is_markdown():
-    assert toolkit.table(["x", "y"], [["1", "2"]]) == ["| x | y |", "|---|---|", "| 1 | 2 |"]
+    assert report.table(["x", "y"], [["1", "2"]]) == ["| x | y |", "|---|---|", "| 1 | 2 |"]
+
+
+def test_merge_pools_seeds_and_remakes_the_aggregate():
+    one = lambda seed, x: {"config": {"a": 1}, "seeds": {str(seed): {"gold": x}}, "aggregate": None}
+    merged = report.merge([one(2, 0.5), one(0, -0.5)], lambda per_seed: report.spread_tree(list(per_seed.values())))
+    assert list(merged["seeds"]) == ["0", "2"], "seeds in numeric order"
+    assert merged["aggregate"]["gold"]["values"] == [-0.5, 0.5]
+    with pytest.raises(ValueError, match="same Config"):
+        report.merge([one(0, 0.0), {**one(1, 0.0), "config": {"a": 2}}], dict)
+
+
+def test_check_counts_names_the_bad_field():
+    from minirlhf.experiments import iterated
+    with pytest.raises(ValueError, match="Config.n_heldout must be >= 1, got 0"):
+        iterated.Config(n_heldout=0)
+    iterated.Config(n_heldout=1)  # 1 is a count
+
+
+def test_stop_report_keeps_the_checkpoint_before_the_alarm():
+    curve = {"iteration": [0, 1, 4, 16], "gold": [0.0, 0.3, 0.5, 0.2], "kl": [0.0, 0.5, 2.0, 8.0]}
+    stop = monitoring.stop_report(curve, [0.1, 0.15, 0.3, 0.4], alarm=0.2)
+    assert (stop["index"], stop["iteration"], stop["gold"], stop["kl"]) == (1, 1, 0.3, 0.5), (
+        f"the signal first exceeds the alarm at iteration 4, so the rule keeps iteration 1, got {stop}")
+    assert (stop["best_iteration"], stop["best_gold"]) == (4, 0.5) and stop["regret"] == pytest.approx(0.2), (
+        "the best checkpoint is the one with the highest gold; the regret is its gold minus the stop's")
+    assert monitoring.stop_report(curve, [0.0] * 4, alarm=0.2)["iteration"] == 16, "no alarm: keep the last"
+    assert monitoring.stop_cells(stop) == ["1", "+0.300", "0.50", "4", "+0.500", "0.200"]
+
+
+def test_bon_curve_weights_each_prompt_by_how_often_it_occurs():
+    """Two prompts, two draws each, the second draw scored higher; the first prompt occurs three times."""
+    half = np.log([0.5, 0.5])
+    draws = [{"count": 3, "gold": np.array([0.0, 1.0]), "scores": np.array([0.0, 1.0]), "logprobs": half,
+              "keep": np.array([0, 1])},
+             {"count": 1, "gold": np.array([1.0, 0.0]), "scores": np.array([0.0, 1.0]), "logprobs": half,
+              "keep": np.array([0, 1])}]
+    curve = toolkit.bon_curve(draws, lambda scores: scores, (1, 2))
+    assert curve["gold"] == pytest.approx([0.5, 0.75]), (
+        "best-of-2 picks the second draw: gold 1 on the prompt that occurs 3 times, 0 on the other -> 0.75")
+    assert curve["proxy"] == pytest.approx([0.5, 1.0]) and curve["kl"][0] == pytest.approx(0.0)
+
+
+def test_with_peak_adds_the_distance_and_where_gold_peaks():
+    curve = {"kl": [0.0, 1.0, 4.0, -1e-7], "gold": [0.0, 0.4, 0.1, 0.0], "proxy": [0.0, 1.0, 2.0, 3.0]}
+    out = monitoring.with_peak(curve)
+    assert out["d"] == [0.0, 1.0, 2.0, 0.0], "d = sqrt(KL), a slightly negative estimate read as 0"
+    assert (out["peak"]["d_peak"], out["peak"]["gold_peak"], out["peak"]["proxy_end"]) == (1.0, 0.4, 3.0)
+    assert "drop_se" not in out["peak"] and "drop_se" in monitoring.with_peak(curve | {"gold_se": [0.1] * 4})["peak"]
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))

@@ -13,6 +13,7 @@ from minirlhf.experiments import frontier
 from minirlhf.experiments import overoptimization as oo
 from minirlhf.experiments import small_vs_big as svb
 from minirlhf.experiments.base import BaseModels
+from minirlhf.experiments.toolkit import checkpoints
 from minirlhf.pipeline import PipelineConfig, stage_keys
 from minirlhf.tokenizer import VOCAB_SIZE
 from minirlhf.world import make_world
@@ -72,7 +73,7 @@ def test_best_of_n_mean_matches_every_subset():
 
 
 def test_checkpoints_are_log_spaced_and_end_at_the_last_iteration():
-    marks = oo.checkpoints(150, 12)
+    marks = checkpoints(150, 12)
     assert marks[0] == 1 and marks[-1] == 150 and marks == sorted(set(marks))
     assert np.diff(marks)[-1] > np.diff(marks)[0], "later checkpoints should be further apart"
 

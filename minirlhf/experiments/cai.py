@@ -29,18 +29,17 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minirlhf import cai, ppo, reward_model
+from minirlhf import cai, ppo
 from minirlhf.evaluation import behaviour, gold_scores, share
 from minirlhf.experiments.base import BaseModels
 from minirlhf.experiments.label_agreement import (agreement_by_kind, agreement_by_secret_type, judge_agreement,
                                                   rm_accuracy_by_kind, secret_pair_type)  # noqa: F401 (tests)
-from minirlhf.experiments.toolkit import (bars, eval_prompts, first_of_kinds, fmt, measure, response_text, result,
-                                          seed_bases, spread_tree, table, train_ppo)
-from minirlhf.ops import numpy_rng
+from minirlhf.experiments.report import bars, fmt, result, spread_tree, table
+from minirlhf.experiments.toolkit import (check_counts, eval_prompts, first_of_kinds, measure, response_text,
+                                          seed_bases, train_ppo, train_rm)
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.preferences import make_pairs
-from minirlhf.sampling import sample
-from minirlhf.world import PROMPT_KINDS, RULES, World, sample_prompts
+from minirlhf.world import PROMPT_KINDS, RULES, World
 
 JUDGES = ("pretrained", "sft")  # the models that can give feedback
 HELDOUT_STREAM = 8  # folded into the RM key for this experiment's own held-out pairs (the pipeline uses 0..4)
@@ -79,8 +78,7 @@ class Config:
             raise ValueError(f"Config.rules must be a non-empty subset of {tuple(RULES)}, got {self.rules}")
         if not self.ai_kinds or set(self.ai_kinds) - set(PROMPT_KINDS):
             raise ValueError(f"Config.ai_kinds must be a non-empty subset of {PROMPT_KINDS}, got {self.ai_kinds}")
-        if min(self.ppo_iterations, self.n_heldout, self.n_eval) < 1:
-            raise ValueError("Config.ppo_iterations, n_heldout and n_eval must be >= 1")
+        check_counts(self, "ppo_iterations", "n_heldout", "n_eval")
 
     @classmethod
     def small(cls) -> "Config":
@@ -106,15 +104,9 @@ def policy_figures(params: dict, base: BaseModels, prompts) -> tuple[dict, np.nd
 
 
 def rlaif_reward_model(base: BaseModels, ai_pairs: dict, heldout: dict) -> dict:
-    """An RM trained on the AI-relabelled pairs with the pipeline's config AND keys (run_reward_model's split),
-    normalised on the same SFT samples: it differs from the human-only RM only by its labels."""
-    cfg, model = base.cfg.rm, base.cfg.model
-    _, _, key_train, key_norm, _ = jax.random.split(base.keys["rm"], 5)  # as reward_model.run_reward_model
-    params, _, _ = reward_model.train_reward_model(key_train, base.sft, ai_pairs, heldout, model, cfg)
-    key_prompts, key_sample = jax.random.split(key_norm)
-    prompts = sample_prompts(base.world, numpy_rng(key_prompts), cfg.n_normalize)
-    gen = sample(base.sft, model, prompts, key_sample)
-    return reward_model.normalize(params, gen.tokens, gen.valid, model)
+    """An RM trained on the AI-relabelled pairs with the pipeline's config AND keys, normalised on the same SFT
+    samples: it differs from the human-only RM only by its labels."""
+    return train_rm(base, base.keys["rm"], ai_pairs, heldout)
 
 
 def train_policy(base: BaseModels, rm_params: dict, cfg: Config) -> dict:

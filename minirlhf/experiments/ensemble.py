@@ -28,21 +28,19 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minirlhf import best_of_n as bon
-from minirlhf import ensemble, ppo, reward_model, store
+from minirlhf import ensemble, reward_model, store
 from minirlhf.data import response_mask
-from minirlhf.evaluation import gold_scores
 from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, made_by
-from minirlhf.experiments.gao_forms import peak
-from minirlhf.experiments.toolkit import (bars, best_of_n_mean, eval_prompts, fmt, measure, result, seed_bases,
-                                          spread_tree, table, train_ppo)
+from minirlhf.experiments.monitoring import STOP_COLUMNS, stop_cells, stop_report, with_peak
+from minirlhf.experiments.report import bars, fmt, per_seed_lines, result, spread_tree, table
+from minirlhf.experiments.toolkit import (bon_curve, bon_draws, check_bon_ns, check_counts, eval_prompts, measure,
+                                          seed_bases, watched_ppo)
 from minirlhf.ops import masked_mean
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.ppo_losses import token_entropy
-from minirlhf.sampling import sample
 from minirlhf.transformer import ModelConfig, forward
-from minirlhf.world import Prompt, sample_prompts
+from minirlhf.world import Prompt
 
 SINGLE = "single"  # the pipeline's RM alone, the curve every objective is compared with
 
@@ -81,10 +79,8 @@ class Config:
         if not self.objectives or bad:
             raise ValueError(f"Config.objectives must be (name, lambda >= 0) pairs, name one of {ensemble.OBJECTIVES}; "
                              f"bad: {bad or 'none given'}")
-        if min(self.ppo_iterations, self.n_checkpoints, self.n_eval, self.bon_draws) < 1:
-            raise ValueError("Config.ppo_iterations, n_checkpoints, n_eval and bon_draws must be >= 1")
-        if not self.bon_ns or min(self.bon_ns) < 1 or max(self.bon_ns) > self.bon_draws:
-            raise ValueError(f"Config.bon_ns must lie in [1, bon_draws={self.bon_draws}], got {self.bon_ns}")
+        check_counts(self, "ppo_iterations", "n_checkpoints", "n_eval", "bon_draws")
+        check_bon_ns(self.bon_ns, self.bon_draws)
         if not (0 < self.alarm_quantile < 1 and 0 < self.alarm_share < 1):
             raise ValueError("Config.alarm_quantile and alarm_share must lie in (0, 1)")
 
@@ -155,11 +151,6 @@ def look(params: dict, base: BaseModels, prompts: list[Prompt], members: tuple) 
                     "entropy": entropy}, per_sample
 
 
-def checkpoints(iterations: int, count: int) -> list[int]:
-    """About `count` log-spaced iterations in [1, iterations], always including the last."""
-    return [int(i) for i in np.unique(np.round(np.geomspace(1, iterations, count)).astype(int))]
-
-
 # ---------------------------------------------------------------- PPO at beta = 0, watched
 
 
@@ -170,71 +161,24 @@ def ppo_curve(cfg: Config, base: BaseModels, prompts: list[Prompt], members: tup
     start: SFT's `look` and tau. The value model starts from the pipeline's RM in every run.
     """
     ppo_cfg = dataclasses.replace(base.cfg.ppo, beta=0.0, iterations=cfg.ppo_iterations)
-    (sft_stats, tau), marks = start, set(checkpoints(cfg.ppo_iterations, cfg.n_checkpoints))
-    points, looking = [{"iteration": 0, **sft_stats, "alarm_share": 1 - cfg.alarm_quantile}], [0.0]
+    sft_stats, tau = start
+    reward = None if objective is None else (ensemble.ensemble_reward_fn(base.cfg.model, objective, lam), members)
 
-    def on_iteration(i: int, params: dict) -> None:
-        if i in marks:
-            t = time.perf_counter()
-            stats, per_sample = look(params, base, prompts, members)
-            points.append({"iteration": i, **stats, "alarm_share": ensemble.share_above(per_sample, tau)})
-            looking[0] += time.perf_counter() - t
+    def watch(params: dict) -> dict:
+        stats, per_sample = look(params, base, prompts, members)
+        return stats | {"alarm_share": ensemble.share_above(per_sample, tau)}
 
-    t = time.perf_counter()
-    if objective is None:
-        train_ppo(base, ppo_cfg, on_iteration=on_iteration)
-    else:
-        ppo.train_ppo(base.keys["ppo"], base.sft, base.sft, ensemble.ensemble_reward_fn(base.cfg.model, objective, lam),
-                      members, partial(sample_prompts, base.world), base.cfg.model, ppo_cfg,
-                      gold_fn=partial(gold_scores, base.world), value_params=base.rm, on_iteration=on_iteration)
-    curve = {k: [p[k] for p in points] for k in points[0]} | {"seconds": time.perf_counter() - t - looking[0]}
-    return read_curve(curve, cfg.alarm_share)
+    curve, seconds = watched_ppo(base, ppo_cfg, cfg.n_checkpoints, watch,
+                                 sft_stats | {"alarm_share": 1 - cfg.alarm_quantile}, reward=reward)
+    return read_curve(curve | {"seconds": seconds}, cfg.alarm_share)
 
 
 def read_curve(curve: dict, alarm_share: float) -> dict:
-    """Add d, the proxy's slope per unit d, the gold peak, and where the stopping rule stops (gold at the stop vs
+    """Add d and the gold peak, the proxy's slope per unit d, and where the stopping rule stops (gold at the stop vs
     at the best checkpoint)."""
-    d = np.sqrt(np.maximum(curve["kl"], 0.0))
-    slope = np.diff(curve["proxy"]) / np.maximum(np.diff(d), 1e-3)  # d steps back too; 1e-3: no division by 0
-    stop, best = ensemble.stop_before_alarm(curve["alarm_share"], alarm_share), int(np.argmax(curve["gold"]))
-    return curve | {"d": list(d), "proxy_slope": [None, *slope], "peak": peak(list(d), curve["gold"], curve["proxy"],
-                                                                            curve["gold_se"]),
-                    "stop": {"index": stop, "iteration": curve["iteration"][stop], "gold": curve["gold"][stop],
-                             "kl": curve["kl"][stop], "best_iteration": curve["iteration"][best],
-                             "best_gold": curve["gold"][best], "regret": curve["gold"][best] - curve["gold"][stop]}}
-
-
-# ---------------------------------------------------------------- best-of-n from one set of SFT draws
-
-
-def bon_draws(cfg: Config, base: BaseModels, prompts: list[Prompt], members: tuple) -> list[dict]:
-    """Per distinct prompt: how often it occurs, and its `bon_draws` SFT samples' members' scores [k, M], gold [M],
-    log-probs [M] and distinct rows. The draws are `toolkit.best_of_n_curves`'s (the "bon" key folded with j)."""
-    distinct: dict[tuple, list] = {}
-    for p in prompts:
-        distinct.setdefault(p.words, [p, 0])[1] += 1
-    draws = []
-    for j, (prompt, count) in enumerate(distinct.values()):
-        gen = sample(base.sft, base.cfg.model, [prompt] * cfg.bon_draws, jax.random.fold_in(base.keys["bon"], j))
-        tokens = np.asarray(gen.tokens)
-        draws.append({"count": count, "gold": gold_scores(base.world, [prompt] * cfg.bon_draws, tokens),
-                      "scores": ensemble.member_scores(members, gen.tokens, gen.valid, base.cfg.model),
-                      "logprobs": np.asarray(gen.logprobs).sum(axis=1), "keep": bon.distinct_responses(tokens)})
-    return draws
-
-
-def bon_curve(draws: list[dict], reward, ns: tuple[int, ...]) -> dict:
-    """Best-of-n by `reward` (members' scores -> [M]): gold and the reward of the pick (unbiased over the draws,
-    `toolkit.best_of_n_mean`), exact KL on the distinct draws, per n; weighted by each prompt's count."""
-    total = np.zeros((len(ns), 3))
-    for dr in draws:
-        r, keep = reward(dr["scores"]), dr["keep"]
-        total += dr["count"] * np.array([[best_of_n_mean(r, dr["gold"], n), best_of_n_mean(r, r, n),
-                                          bon.finite_best_of_n_kl(dr["logprobs"][keep], r[keep], n)] for n in ns])
-    gold, proxy, kl = (total / sum(dr["count"] for dr in draws)).T
-    d = list(np.sqrt(np.maximum(kl, 0.0)))
-    return {"n": list(ns), "gold": list(gold), "proxy": list(proxy), "kl": list(kl), "d": d,
-            "peak": peak(d, list(gold), list(proxy))}
+    curve = with_peak(curve)
+    slope = np.diff(curve["proxy"]) / np.maximum(np.diff(curve["d"]), 1e-3)  # d steps back too; 1e-3: no division by 0
+    return curve | {"proxy_slope": [None, *slope], "stop": stop_report(curve, curve["alarm_share"], alarm_share)}
 
 
 # ---------------------------------------------------------------- one seed, many seeds
@@ -250,9 +194,10 @@ def run_seed(cfg: Config, base: BaseModels, cache_dir=None) -> dict:
     runs = {SINGLE: (None, 0.0)} | {run_name(o, lam): (o, lam) for o, lam in cfg.objectives}
     ppo_runs = {name: ppo_curve(cfg, base, prompts, found, start, o, lam) for name, (o, lam) in runs.items()}
     t = time.perf_counter()
-    draws = bon_draws(cfg, base, prompts, found)
+    draws = bon_draws(base, prompts, cfg.bon_draws, lambda gen: ensemble.member_scores(
+        found, gen.tokens, gen.valid, base.cfg.model))  # the members' scores [k, M] of each prompt's draws
     bon_seconds = time.perf_counter() - t
-    curves = {name: bon_curve(draws, scorer(o, lam), cfg.bon_ns) for name, (o, lam) in runs.items()}
+    curves = {name: with_peak(bon_curve(draws, scorer(o, lam), cfg.bon_ns)) for name, (o, lam) in runs.items()}
     return {"seed": base.cfg.seed, "tau": start[1], "members": member_info, "ppo": ppo_runs, "bon": curves,
             "seconds": {"bon_draws_and_scores": bon_seconds, "cpu": time.process_time() - cpu},
             "load": {"start": load, "end": os.getloadavg()[0]}}
@@ -281,7 +226,6 @@ def aggregate(per_seed: dict) -> dict:
 
 # ---------------------------------------------------------------- plot and summary
 
-SEED_STYLES = ("-", "--", ":", "-.")
 WATCHED = ("gold", "proxy", "disagreement", "alarm_share", "entropy")
 
 
@@ -294,11 +238,8 @@ def plot(result: dict) -> plt.Figure:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for col, method in enumerate(("ppo", "bon")):
         ax = axes[0, col]
-        for s, r in enumerate(seeds):
-            for c, name in enumerate(names):
-                curve = r[method][name]
-                ax.plot(curve["d"], curve["gold"], "o" + SEED_STYLES[s % 4], color=colors[c], ms=3,
-                        label=f"{name}" if s == 0 else None)
+        for c, name in enumerate(names):
+            per_seed_lines(ax, [r[method][name] for r in seeds], "d", "gold", name, color=colors[c])
         ax.set_xlabel("d = sqrt(KL to SFT), sqrt(nats)")
         ax.set_ylabel("gold reward (mean)")
         ax.set_title(("PPO at beta = 0" if method == "ppo" else "best-of-n") + " (line style: seed)", fontsize=10)
@@ -365,11 +306,9 @@ def summary(result: dict) -> str:
     lines += ["", (f"**Stopping without gold**: tau = the {cfg['alarm_quantile']:g} quantile of the members' "
                    f"disagreement on SFT's samples; stop when more than {cfg['alarm_share']:g} of a checkpoint's "
                    "samples exceed it, keep the checkpoint before. Gold there vs the best checkpoint's:"), ""]
-    rows = [[name, str(r["seed"]), f"{r['tau']:.3f}", str(st["iteration"]), f"{st['gold']:+.3f}", f"{st['kl']:.2f}",
-             f"{st['best_iteration']}", f"{st['best_gold']:+.3f}", f"{st['regret']:.3f}"]
-            for name in names for r in seeds for st in [r["ppo"][name]["stop"]]]
-    lines += table(["PPO reward", "seed", "tau", "stop: iteration", "gold", "KL", "best: iteration", "gold",
-                    "gold lost"], rows)
+    lines += table(["PPO reward", "seed", "tau", *STOP_COLUMNS],
+                   [[name, str(r["seed"]), f"{r['tau']:.3f}", *stop_cells(r["ppo"][name]["stop"])]
+                    for name in names for r in seeds])
     member = agg["member_seconds"]
     lines += ["", "**Time** (seconds on the shared 2-core machine; load average per seed "
               + ", ".join(f"{s['load']['start']:.0f}-{s['load']['end']:.0f}" for s in seeds) + "):", "",

@@ -21,23 +21,21 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minirlhf import ppo, reward_model
-from minirlhf.evaluation import gold_scores, per_kind
+from minirlhf import reward_model
+from minirlhf.evaluation import per_kind
 from minirlhf.experiments import seed_spread
-from minirlhf.experiments.base import BaseModels, base_models
-from minirlhf.experiments.toolkit import (eval_prompts, fmt, measure, response_text, result, seed_bases,
-                                          spread_tree, table, train_ppo)
-from minirlhf.ops import numpy_rng
+from minirlhf.experiments.base import BaseModels
+from minirlhf.experiments.monitoring import find_hack, follow_hack, hack_text
+from minirlhf.experiments.report import at, fmt, result, spread_line, spread_tree, table
+from minirlhf.experiments.toolkit import (check_counts, eval_prompts, measure, response_text, rm_variant, seed_bases,
+                                          train_ppo, train_rm)
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.preferences import make_pairs
-from minirlhf.sampling import sample
-from minirlhf.world import sample_prompts
 
 ROUND_TAG = 1500  # fold_in tag + round: this experiment's keys, apart from every pipeline stage's own
 METHODS = ("single", "iterated")
@@ -63,8 +61,7 @@ class Config:
     """Pretraining, SFT, the RM's training and PPO's other settings, as the pipeline runs them."""
 
     def __post_init__(self):
-        if min(self.rounds, self.label_budget, self.iterations, self.n_eval, self.n_heldout) < 1:
-            raise ValueError("Config.rounds, label_budget, iterations, n_eval and n_heldout must be >= 1")
+        check_counts(self, "rounds", "label_budget", "iterations", "n_eval", "n_heldout")
         for name in ("label_budget", "iterations"):
             if getattr(self, name) % self.rounds:
                 raise ValueError(f"Config.{name}={getattr(self, name)} must split evenly into rounds={self.rounds}")
@@ -105,9 +102,10 @@ def rm_config(base: BaseModels, n_pairs: int) -> reward_model.RMConfig:
 
 
 def round_keys(base: BaseModels, r: int) -> dict:
-    """Round r's keys by purpose: its pairs, held-out pairs, RM training and normalisation, and its PPO."""
-    keys = reward_model.rm_keys(jax.random.fold_in(base.keys["rm"], ROUND_TAG + r))
-    return keys | {"ppo": jax.random.fold_in(base.keys["ppo"], ROUND_TAG + r)}
+    """Round r's keys by purpose: its pairs, held-out pairs, RM training and normalisation (all split from "rm",
+    as the RM stage splits its key), and its PPO."""
+    key = jax.random.fold_in(base.keys["rm"], ROUND_TAG + r)
+    return reward_model.rm_keys(key) | {"rm": key, "ppo": jax.random.fold_in(base.keys["ppo"], ROUND_TAG + r)}
 
 
 def policy_pairs(base: BaseModels, policy: dict, key: jax.Array, n: int) -> dict:
@@ -118,12 +116,7 @@ def policy_pairs(base: BaseModels, policy: dict, key: jax.Array, n: int) -> dict
 def fit_rm(base: BaseModels, pair_sets: list[dict], policy: dict, keys: dict) -> dict:
     """RM on the union of the pair sets, from the SFT weights, normalised on `policy`'s samples (train prompts)."""
     pairs = union(pair_sets)
-    cfg = rm_config(base, len(pairs["kind"]))
-    rm, _, _ = reward_model.train_reward_model(keys["train"], base.sft, pairs, pairs, base.cfg.model, cfg)
-    key_prompts, key_sample = jax.random.split(keys["normalize"])
-    gen = sample(policy, base.cfg.model, sample_prompts(base.world, numpy_rng(key_prompts), cfg.n_normalize),
-                 key_sample)
-    return reward_model.normalize(rm, gen.tokens, gen.valid, base.cfg.model)
+    return train_rm(base, keys["rm"], pairs, pairs, rm_config(base, len(pairs["kind"])), policy)
 
 
 def rm_accuracy(rm: dict, heldout: dict, base: BaseModels) -> dict:
@@ -143,45 +136,6 @@ def checkpoint(params: dict, base: BaseModels, prompts: list, rm: dict) -> dict:
                       "_eval": {"tokens": ev["tokens"], "valid": ev["valid"], "gold": ev["gold"], "scores": scores,
                                 "kind": [p.kind for p in prompts],
                                 "text": [t.split(" <eos>")[0] for t in response_text(ev["tokens"])]}}
-
-
-def find_hack(text: list[str], kinds: list[str], gold: np.ndarray, scores: np.ndarray) -> dict | None:
-    """The most common (prompt kind, response) that the RM rates above its mean (score > 0) while gold calls it
-    bad (< 0), or None. By kind: the refusal that is right for the secret is a hack on a sum."""
-    rows = np.flatnonzero((np.asarray(scores) > 0) & (np.asarray(gold) < 0))
-    if rows.size == 0:
-        return None
-    count = lambda key: sum((kinds[i], text[i]) == key for i in rows)
-    kind, picked = max(sorted({(kinds[i], text[i]) for i in rows}), key=count)
-    same = hack_rows(text, kinds, kind, picked)
-    return {"kind": kind, "text": picked, "share": float(same.sum() / sum(k == kind for k in kinds)),
-            "gold": float(np.asarray(gold)[same].mean())}
-
-
-def hack_rows(text: list[str], kinds: list[str], kind: str, hack: str) -> np.ndarray:
-    """Which responses are the hack: that text, to a prompt of that kind, [N] bools."""
-    return np.array([k == kind and t == hack for k, t in zip(kinds, text)])
-
-
-def margin_over_good(text: list[str], kinds: list[str], gold: np.ndarray, scores: np.ndarray, hack: dict) -> float:
-    """Mean RM score of the hack minus that of the responses gold likes (>= 0) to prompts of its kind: > 0, the RM
-    prefers the hack to a good answer."""
-    good = (np.asarray(kinds) == hack["kind"]) & (np.asarray(gold) >= 0)
-    is_hack = hack_rows(text, kinds, hack["kind"], hack["text"])
-    return float(scores[is_hack].mean() - scores[good].mean()) if good.any() else float("nan")
-
-
-def follow_hack(rec: dict, nxt: dict | None, next_scores: np.ndarray | None) -> None:
-    """Fill in rec's hack: the RM's margin for it now, and next round's (its RM on these responses; its policy's
-    share of the hack among the same prompts)."""
-    ev, hack = rec["_eval"], rec["hack"]
-    if hack is None:
-        return
-    hack["margin"] = margin_over_good(ev["text"], ev["kind"], ev["gold"], ev["scores"], hack)
-    if nxt is not None:
-        hack["margin_next_rm"] = margin_over_good(ev["text"], ev["kind"], ev["gold"], next_scores, hack)
-        again = hack_rows(nxt["_eval"]["text"], ev["kind"], hack["kind"], hack["text"])
-        hack["share_next"] = float(again.sum() / sum(k == hack["kind"] for k in ev["kind"]))
 
 
 # ---------------------------------------------------------------- the two runs
@@ -232,9 +186,7 @@ def run_iterated(cfg: Config, base: BaseModels, first: tuple[dict, dict], beta: 
         if r > 1:
             pair_sets.append(policy_pairs(base, policy, keys["pairs"], cfg.pairs_per_round))
             rm = fit_rm(base, pair_sets, policy, keys)
-        policy, history = ppo.train_ppo(keys["ppo"], policy, base.sft, reward_model.reward_fn(base.cfg.model), rm,
-                                        partial(sample_prompts, base.world), base.cfg.model, ppo_cfg,
-                                        gold_fn=partial(gold_scores, base.world), value_params=rm)
+        policy, history = train_ppo(base, ppo_cfg, rm=rm, start=policy, key=keys["ppo"])
         points.append(round_end(policy, base, cfg, prompts, rm, r) | gold_free(history)
                       | {"pairs": len(union(pair_sets)["kind"])})
         rms.append(rm)
@@ -252,12 +204,11 @@ def finish(points: list, rms: list, start: dict, base: BaseModels, cfg: Config) 
         point["proxy_start"] = float(np.asarray(reward_model.score(rm, prev["_eval"]["tokens"], prev["_eval"]["valid"],
                                                                     base.cfg.model)).mean())
         point.setdefault("pairs", cfg.label_budget)
-        ev = point["_eval"]
-        point["hack"] = find_hack(ev["text"], ev["kind"], ev["gold"], ev["scores"])
-        nxt = points[r + 1] if r + 1 < len(points) else None
-        next_scores = None if nxt is None else np.asarray(reward_model.score(rms[r + 1], ev["tokens"], ev["valid"],
-                                                                              base.cfg.model))
-        follow_hack(point, nxt, next_scores)
+        ev, last = point["_eval"], r + 1 == len(points)
+        hack = find_hack(ev["text"], ev["kind"], ev["gold"], ev["scores"])
+        following = () if last else (np.asarray(reward_model.score(rms[r + 1], ev["tokens"], ev["valid"], base.cfg.model)),
+                                     points[r + 1]["_eval"]["text"])  # the next RM on these replies; the next replies
+        point["hack"] = None if hack is None else follow_hack(hack, ev, *following)
     return [{k: v for k, v in p.items() if not k.startswith("_")} | {"round": r} for r, p in enumerate(points, 1)]
 
 
@@ -268,7 +219,7 @@ def single_pass_rm(cfg: Config, base: BaseModels, cache) -> dict:
     """The pipeline's RM when the budget is its number of pairs; else one trained (and cached) on the budget."""
     if cfg.label_budget == base.cfg.rm.n_pairs:
         return base.rm
-    return base_models(base.cfg.seed, dataclasses.replace(base.cfg, rm=rm_config(base, cfg.label_budget)), cache).rm
+    return rm_variant(base, rm_config(base, cfg.label_budget), cache)[0]
 
 
 def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
@@ -315,34 +266,23 @@ COLORS = {"single": "tab:red", "iterated": "tab:blue"}
 LABELS = {"single": "single pass", "iterated": "iterated"}
 
 
-def per_round(agg_run: dict, path: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, min and max over seeds of the figure at `path`, round by round, from an aggregate run."""
-    spreads = []
-    for rec in agg_run.values():
-        for k in path:
-            rec = rec[k]
-        spreads.append(rec)
-    return tuple(np.array([s[k] for s in spreads]) for k in ("mean", "min", "max"))
-
-
 def plot(result: dict) -> plt.Figure:
     """Per beta (rows): gold, KL and the RM's on-policy accuracy per round; the rollouts' gold and proxy per iteration."""
     agg, seeds = result["aggregate"], list(result["seeds"].values())
     sft_gold = np.mean([s["sft"]["gold"] for s in seeds])
     fig, axes = plt.subplots(len(agg), 4, figsize=(18, 4 * len(agg)), squeeze=False)
-    panels = ((["gold"], "gold reward (held-out prompts)"), (["kl"], "exact KL to SFT (nats)"),
-              (["rm", "on_end", "gold"], "RM accuracy vs gold, fresh pairs of the policy"))
+    panels = (("gold", "gold reward (held-out prompts)"), ("kl", "exact KL to SFT (nats)"),
+              ("rm/on_end/gold", "RM accuracy vs gold, fresh pairs of the policy"))
     for row, (name, runs) in zip(axes, agg.items()):
         for ax, (path, ylabel) in zip(row, panels):
             for m in METHODS:
-                mean, lo, hi = per_round(runs[m], path)
-                x = np.arange(1, len(mean) + 1)
-                ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=COLORS[m], marker="o", capsize=3, label=LABELS[m])
+                spreads = [at(rec, path) for rec in runs[m].values()]  # one per round
+                spread_line(ax, np.arange(1, len(spreads) + 1), spreads, color=COLORS[m], label=LABELS[m])
             ax.set_xlabel("round (end)")
             ax.set_ylabel(ylabel)
             ax.set_title(f"{name}: {ylabel}", fontsize=9)
         row[0].axhline(sft_gold, color="k", ls=":", label="SFT")
-        mean, _, _ = per_round(runs["iterated"], ["rm", "on_sft", "gold"])
+        mean = [rec["rm"]["on_sft"]["gold"]["mean"] for rec in runs["iterated"].values()]
         row[2].plot(np.arange(1, len(mean) + 1), mean, "--", color=COLORS["iterated"], label="iterated, on SFT's pairs")
         for m in METHODS:
             curves = [s["runs"][name][m]["curves"] for s in seeds]
@@ -368,20 +308,12 @@ def round_cells(rec: dict) -> list[str]:
             f"{rec['right_answerable']:.2f} / {rec['refuses_answerable']:.2f} / {rec['leaks']:.2f}"]
 
 
-def signed(x: float) -> str:
-    return "n/a" if np.isnan(x) else f"{x:+.2f}"
-
-
 def hack_line(seed: int, method: str, rec: dict) -> str:
     """The decoded hack of a round and what the next round did to it, in one line."""
     h = rec["hack"]
     if h is None:
         return f"- seed {seed}, {LABELS[method]}, round {rec['round']}: none (no response scored > 0 with gold < 0)"
-    line = (f"- seed {seed}, {LABELS[method]}, round {rec['round']}: {h['kind']}: `{h['text']}` ({h['share']:.0%} of "
-            f"{h['kind']} replies, gold {h['gold']:+.2f}); RM margin over good {h['kind']} replies {signed(h['margin'])}")
-    if "share_next" in h:
-        line += f" -> next round's RM {signed(h['margin_next_rm'])}, next policy says it {h['share_next']:.0%}"
-    return line
+    return f"- seed {seed}, {LABELS[method]}, round {rec['round']}: {hack_text(h)}"
 
 
 def summary(result: dict) -> str:

@@ -23,13 +23,14 @@ from functools import partial
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minirlhf import reward_model
 from minirlhf.evaluation import answered_right, gold_scores, parse_all, rambles, says_definitely, share
 from minirlhf.experiments.answer_probes import (edit_shifts, gold_of, perceived_of, probe_answers, score_words,
                                                 with_confidence)  # noqa: F401 (with_confidence: notebook 06)
-from minirlhf.experiments.base import BaseModels, base_models
-from minirlhf.experiments.toolkit import (at, bars, eval_prompts, first_of_kinds, fmt, measure, plain, question,
-                                          response_text, result, seed_bases, spread_tree, train_ppo)
+from minirlhf.experiments.base import BaseModels
+from minirlhf.experiments import report
+from minirlhf.experiments.report import at, bars, fmt, plain, result, spread_tree, table
+from minirlhf.experiments.toolkit import (check_counts, eval_prompts, first_of_kinds, measure, question, response_text,
+                                          rm_variant, seed_bases, train_ppo)
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.preferences import Labeler
 from minirlhf.world import World
@@ -52,8 +53,7 @@ class Config:
     labelers: tuple[str, ...] = LABELERS
     """Which labelers to train an RM and a PPO policy for ("unbiased" reuses the pipeline's RM)."""
     ppo_iterations: int = 30
-    """PPO iterations per labeler. The pipeline runs 100; 30 fits three policies per seed in the budget, and in a
-    50-iteration trial (seed 0) the gold reward and KL had settled by iteration 20 for every labeler."""
+    """PPO iterations per labeler (the pipeline runs 100; 30 fits three policies per seed in the budget)."""
     n_probe: int = 512
     """Prompts whose demonstrated math/color answers are edited to probe each RM (secret prompts are dropped)."""
     n_eval: int = 512
@@ -69,8 +69,7 @@ class Config:
             raise ValueError(f"Config.labelers must be a non-empty subset of {LABELERS}, got {self.labelers}")
         if self.confidence_bias < 0 or self.length_bias < 0:
             raise ValueError("Config.confidence_bias and length_bias must be >= 0")
-        if min(self.ppo_iterations, self.n_probe, self.n_eval) < 1:
-            raise ValueError("Config.ppo_iterations, n_probe and n_eval must be >= 1")
+        check_counts(self, "ppo_iterations", "n_probe", "n_eval")
 
     @classmethod
     def small(cls) -> Config:
@@ -120,12 +119,7 @@ def labelled_reward_model(cfg: Config, name: str, base: BaseModels, cache) -> tu
     """
     if name == "unbiased" and base.rm:
         return base.rm, base.pairs, base.rm_metrics
-    rm_cfg = dataclasses.replace(base.cfg.rm, labeler=labeler(cfg, name))
-    if cache is not None:  # base_models caches it under a hash that includes the labeler
-        models = base_models(base.cfg.seed, dataclasses.replace(base.cfg, rm=rm_cfg), cache)
-        return models.rm, models.pairs, models.rm_metrics
-    rm, pairs, metrics, _ = reward_model.run_reward_model(base.keys["rm"], base.sft, base.world, base.cfg.model, rm_cfg)
-    return rm, pairs, metrics
+    return rm_variant(base, dataclasses.replace(base.cfg.rm, labeler=labeler(cfg, name)), cache)
 
 
 def train_policy(cfg: Config, base: BaseModels, rm_params: dict) -> tuple[dict, dict]:
@@ -190,12 +184,8 @@ def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict
 
 
 def merge(results: list[dict]) -> dict:
-    """One result from runs of the same Config on different seeds (e.g. one process per seed)."""
-    if len({repr(r["config"]) for r in results}) != 1:
-        raise ValueError("merge needs results of the same Config; these differ in their 'config'")
-    per_seed = {k: v for r in results for k, v in r["seeds"].items()}
-    per_seed = {k: per_seed[k] for k in sorted(per_seed, key=int)}
-    return {**results[0], "seeds": per_seed, "aggregate": aggregate(per_seed)}
+    """One result from runs of the same Config on different seeds (e.g. one process per seed): `report.merge`."""
+    return report.merge(results, aggregate)
 
 
 def aggregate(per_seed: dict[str, dict]) -> dict:
@@ -239,6 +229,11 @@ def plot(result: dict) -> plt.Figure:
     return fig
 
 
+LABEL_COLUMNS = ("labels/picks_definitely", "labels/picks_longer", "rm_shift/definitely_right",
+                 "rm_shift/definitely_wrong", "rm_shift/ramble_right", "rm_shift/ramble_wrong", "rm/accuracy_gold")
+POLICY_COLUMNS = ("says_definitely", "definitely_when_wrong", "math_accuracy", "words", "gold")
+
+
 def summary(result: dict) -> str:
     """Markdown tables of the measured figures: mean ± std over seeds, and the range."""
     agg, names = result["aggregate"], result["config"]["labelers"]
@@ -250,22 +245,14 @@ def summary(result: dict) -> str:
               f"{cfg['n_eval']} held-out prompts."), "",
              ("**Labels and reward model** (RM score change when the answer is edited, value unchanged; "
               "RM units: SFT samples have std 1)"), "",
-             ("| labeler | picks 'definitely' | picks longer | RM +'definitely' (right) | RM +'definitely' (wrong) "
-              "| RM +chatter (right) | RM +chatter (wrong) | RM gold accuracy |"), "|---|---|---|---|---|---|---|---|"]
-    for n in names:
-        p = f"labelers/{n}"
-        lines.append(f"| {n} | {cell(p + '/labels/picks_definitely')} | {cell(p + '/labels/picks_longer')} | "
-                     f"{cell(p + '/rm_shift/definitely_right')} | {cell(p + '/rm_shift/definitely_wrong')} | "
-                     f"{cell(p + '/rm_shift/ramble_right')} | {cell(p + '/rm_shift/ramble_wrong')} | "
-                     f"{cell(p + '/rm/accuracy_gold')} |")
+             *table(["labeler", "picks 'definitely'", "picks longer", "RM +'definitely' (right)",
+                     "RM +'definitely' (wrong)", "RM +chatter (right)", "RM +chatter (wrong)", "RM gold accuracy"],
+                    [[n, *(cell(f"labelers/{n}/{k}") for k in LABEL_COLUMNS)] for n in names])]
     lines += ["", "Gold change for the same edits: 'definitely' " + cell("gold_shift/definitely_right") + " (right), "
               + cell("gold_shift/definitely_wrong") + " (wrong); chatter " + cell("gold_shift/ramble_right") + ".", "",
               "**Policies after PPO** (held-out prompts)", "",
-              "| model | says 'definitely' | 'definitely' when wrong | math accuracy | length (words) | gold reward | KL to SFT |",
-              "|---|---|---|---|---|---|---|"]
-    for m in ["SFT", *names]:
-        p = "sft" if m == "SFT" else f"labelers/{m}/policy"
-        lines.append(f"| {m} | {cell(p + '/says_definitely')} | {cell(p + '/definitely_when_wrong')} | "
-                     f"{cell(p + '/math_accuracy')} | {cell(p + '/words')} | {cell(p + '/gold')} | "
-                     f"{cell(p + '/kl') if m != 'SFT' else '0'} |")
+              *table(["model", "says 'definitely'", "'definitely' when wrong", "math accuracy", "length (words)",
+                      "gold reward", "KL to SFT"],
+                     [["SFT", *(cell(f"sft/{k}") for k in POLICY_COLUMNS), "0"],
+                      *([m, *(cell(f"labelers/{m}/policy/{k}") for k in (*POLICY_COLUMNS, "kl"))] for m in names)])]
     return "\n".join(lines)

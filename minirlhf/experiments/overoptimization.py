@@ -27,11 +27,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minirlhf.experiments import seed_spread
-from minirlhf.experiments.base import BaseModels, base_models
-from minirlhf.experiments.gao_forms import bon_form, fit_bon, fit_rl, form_peak, peak, rl_form
+from minirlhf.experiments.base import BaseModels
+from minirlhf.experiments.gao_forms import bon_form, fit_bon, fit_rl, form_peak, rl_form
+from minirlhf.experiments.monitoring import with_peak
+from minirlhf.experiments.report import SEED_STYLES, fmt, per_seed_lines, result, table
 from minirlhf.experiments.toolkit import best_of_n_mean  # noqa: F401 (notebook 05 reads oo.best_of_n_mean)
-from minirlhf.experiments.toolkit import (best_of_n_curves, eval_prompts, first_of_kinds, fmt, measure, question,
-                                          response_text, result, seed_bases, table, train_ppo)
+from minirlhf.experiments.toolkit import (best_of_n_curves, check_bon_ns, check_counts, eval_prompts, first_of_kinds,
+                                          measure, question, response_text, rm_variant, seed_bases, watched_ppo)
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.world import PROMPT_KINDS, Prompt
 
@@ -64,10 +66,8 @@ class Config:
     def __post_init__(self):
         if not self.ppo_runs or any(len(r) != 2 or r[0] < 0 or r[1] <= 0 for r in self.ppo_runs):
             raise ValueError(f"Config.ppo_runs must be a non-empty tuple of (beta >= 0, lr > 0), got {self.ppo_runs}")
-        if min(self.ppo_iterations, self.n_checkpoints, self.n_eval, self.bon_draws) < 1:
-            raise ValueError("Config.ppo_iterations, n_checkpoints, n_eval and bon_draws must be >= 1")
-        if not self.bon_ns or min(self.bon_ns) < 1 or max(self.bon_ns) > self.bon_draws:
-            raise ValueError(f"Config.bon_ns must lie in [1, bon_draws={self.bon_draws}], got {self.bon_ns}")
+        check_counts(self, "ppo_iterations", "n_checkpoints", "n_eval", "bon_draws")
+        check_bon_ns(self.bon_ns, self.bon_draws)
         if any(k < 1 for k in self.rm_pairs):
             raise ValueError(f"Config.rm_pairs must be >= 1, got {self.rm_pairs}")
 
@@ -79,12 +79,6 @@ class Config:
 
 
 # ---------------------------------------------------------------- PPO, measured along the way
-
-
-def checkpoints(iterations: int, count: int) -> list[int]:
-    """About `count` log-spaced iterations in [1, iterations], always including the last."""
-    marks = np.unique(np.round(np.geomspace(1, iterations, count)).astype(int))
-    return [int(i) for i in marks]
 
 
 def measure_shown(params: dict, base: BaseModels, prompts: list[Prompt], shown: list[int]) -> dict:
@@ -101,14 +95,8 @@ def ppo_curve(cfg: Config, base: BaseModels, prompts: list[Prompt], shown: list[
               start: dict) -> dict:
     """PPO at this beta and lr from SFT against the pipeline's RM, measured at `checkpoints`; `start` is SFT's measure."""
     ppo_cfg = dataclasses.replace(base.cfg.ppo, beta=beta, iterations=cfg.ppo_iterations, lr=lr)
-    marks, points = set(checkpoints(cfg.ppo_iterations, cfg.n_checkpoints)), [{"iteration": 0, **start}]
-
-    def on_iteration(i: int, params: dict) -> None:
-        if i in marks:
-            points.append({"iteration": i, **measure_shown(params, base, prompts, shown)})
-
-    train_ppo(base, ppo_cfg, on_iteration=on_iteration)
-    return {k: [p[k] for p in points] for k in points[0]}
+    curve, _ = watched_ppo(base, ppo_cfg, cfg.n_checkpoints, lambda p: measure_shown(p, base, prompts, shown), start)
+    return with_peak(curve)
 
 
 # ---------------------------------------------------------------- one seed, many seeds
@@ -124,16 +112,10 @@ def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
     main = str(base.cfg.rm.n_pairs)  # the pipeline's RM, named like the others by its number of pairs
     rms, rm_accuracy = {main: base.rm}, {main: base.rm_metrics.get("accuracy_gold")}
     for k in sorted(set(cfg.rm_pairs) - {base.cfg.rm.n_pairs}):
-        other = base_models(seed, dataclasses.replace(base.cfg, rm=dataclasses.replace(base.cfg.rm, n_pairs=k)), cache)
-        rms[str(k)], rm_accuracy[str(k)] = other.rm, other.rm_metrics.get("accuracy_gold")
-    curves = best_of_n_curves(base, rms, prompts, cfg.bon_ns, cfg.bon_draws)
-    for name, c in curves.items():
-        c["d"] = list(np.sqrt(np.maximum(c["kl"], 0.0)))
-        c["rm_accuracy_gold"] = rm_accuracy[name]
-        c["peak"] = peak(c["d"], c["gold"], c["proxy"])
-    for r in runs.values():
-        r["d"] = list(np.sqrt(np.maximum(r["kl"], 0.0)))
-        r["peak"] = peak(r["d"], r["gold"], r["proxy"], r["gold_se"])
+        rm, _, metrics = rm_variant(base, dataclasses.replace(base.cfg.rm, n_pairs=k), cache)
+        rms[str(k)], rm_accuracy[str(k)] = rm, metrics.get("accuracy_gold")
+    curves = {name: with_peak(c) | {"rm_accuracy_gold": rm_accuracy[name]}
+              for name, c in best_of_n_curves(base, rms, prompts, cfg.bon_ns, cfg.bon_draws).items()}
     main_bon, main_rl = curves[main], runs[run_name(*cfg.ppo_runs[0])]
     fits = {}
     for form, curve, fit in (("bon", main_bon, fit_bon), ("rl", main_rl, fit_rl)):
@@ -169,7 +151,6 @@ def aggregate(per_seed: dict, cfg: Config) -> dict:
 
 # ---------------------------------------------------------------- plot and summary
 
-SEED_STYLES = ("-", "--", ":", "-.")
 HACK_FIGURES = ("gold", "proxy", "kl", "refuses_answerable", "right_answerable", "definitely", "answer_rate", "words")
 
 
@@ -191,16 +172,12 @@ def plot(result: dict) -> plt.Figure:
             ax.plot(grid, fit["gold_0"] + fit_fn(grid, fit["alpha"], fit["beta"]), color=colors[s], lw=2.5, alpha=0.35,
                     label=f"{label}: fit, alpha {fit['alpha']:.2f} beta {fit['beta']:.2f}")
             axes[1, col].plot(d, curve["proxy"], "o" + SEED_STYLES[s % 4], color=colors[s], ms=4, label=label)
-        for k, name in enumerate(rm_names):  # best-of-n against reward models of several sizes
-            c = r["bon"][name]
-            axes[0, 2].plot(c["d"], c["gold"], "o" + SEED_STYLES[s % 4], color=colors[k + 3], ms=3,
-                            label=f"best-of-n, RM on {name} pairs" if s == 0 else None)
-        for k, name in enumerate(runs[1:]):  # PPO with a KL penalty (or a smaller lr)
-            c = r["ppo"][name]
-            axes[0, 1].plot(c["d"], c["gold"], "s" + SEED_STYLES[s % 4], color=colors[k + 6], ms=3,
-                            label=f"PPO {name}" if s == 0 else None)
-            axes[1, 1].plot(c["d"], c["proxy"], "s" + SEED_STYLES[s % 4], color=colors[k + 6], ms=3,
-                            label=f"PPO {name}" if s == 0 else None)
+    for k, name in enumerate(rm_names):  # best-of-n against reward models of several sizes
+        per_seed_lines(axes[0, 2], [r["bon"][name] for r in seeds], "d", "gold", f"best-of-n, RM on {name} pairs",
+                       color=colors[k + 3])
+    for k, name in enumerate(runs[1:]):  # PPO with a KL penalty (or a smaller lr)
+        for row, y in enumerate(("gold", "proxy")):
+            per_seed_lines(axes[row, 1], [r["ppo"][name] for r in seeds], "d", y, f"PPO {name}", "s", color=colors[k + 6])
     for k, name in enumerate(rm_names):
         axes[1, 2].plot(seeds[0]["bon"][name]["n"], seeds[0]["bon"][name]["gold"], "o-", color=colors[k + 3],
                         label=f"RM on {name} pairs (seed {seeds[0]['seed']})")
@@ -232,8 +209,8 @@ def summary(result: dict) -> str:
     n = len(seeds)
     lines = [f"## Reward over-optimization ({n} seed{'s' if n > 1 else ''}: {', '.join(str(s['seed']) for s in seeds)})", "",
              ("Gold = the ideal human, proxy = the reward model; d = sqrt(exact KL to SFT). Per curve: where gold "
-              "peaks, what it ends at, and the proxy at the gold peak vs at the end."), "",
-             "| curve | seed | d at gold peak | gold: SFT -> peak -> end | proxy: at peak -> end |", "|---|---|---|---|---|"]
+              "peaks, what it ends at, and the proxy at the gold peak vs at the end."), ""]
+    rows = []
     for r in seeds:
         named = [(f"PPO {name}", c) for name, c in r["ppo"].items()]
         named += [(f"best-of-n, RM {k} pairs" + ("" if c["rm_accuracy_gold"] is None else
@@ -241,9 +218,10 @@ def summary(result: dict) -> str:
                   for k, c in sorted(r["bon"].items(), key=lambda kv: int(kv[0]))]
         for name, c in named:
             p = c["peak"]
-            lines.append(f"| {name} | {r['seed']} | {p['d_peak']:.2f} (KL {p['kl_peak']:.2f}) | {c['gold'][0]:+.3f} -> "
-                         f"{p['gold_peak']:+.3f} -> {p['gold_end']:+.3f} (d {p['d_end']:.2f}) | "
-                         f"{p['proxy_at_peak']:+.2f} -> {p['proxy_end']:+.2f} |")
+            rows.append([name, str(r["seed"]), f"{p['d_peak']:.2f} (KL {p['kl_peak']:.2f})",
+                         f"{c['gold'][0]:+.3f} -> {p['gold_peak']:+.3f} -> {p['gold_end']:+.3f} (d {p['d_end']:.2f})",
+                         f"{p['proxy_at_peak']:+.2f} -> {p['proxy_end']:+.2f}"])
+    lines += table(["curve", "seed", "d at gold peak", "gold: SFT -> peak -> end", "proxy: at peak -> end"], rows)
     lines += ["", ("**Across seeds** (mean ± std [min, max]); 'gold falls' counts seeds whose gold peaks inside the "
                    "curve and ends lower by more than 2 standard errors (PPO) or at all (best-of-n, computed from the "
                    "same draws):"), ""]

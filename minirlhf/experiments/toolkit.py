@@ -1,11 +1,14 @@
-"""What every experiment does the same way: train from the base models, measure a policy, shape the result.
+"""What every experiment does the same way: train from the base models, measure a policy, best-of-n.
 
 An experiment varies what comes after SFT; everything around that is here, once:
     eval_prompts, train_ppo, train_group   the pipeline's held-out prompts; RL from SFT against a reward model
+    watched_ppo, checkpoints               PPO looked at along the way, at log-spaced iterations
+    train_rm, rm_variant                   a reward model on given pairs, with the RM stage's keys; the RM stage
+                                           run with other settings (more pairs, another labeler)
     measure                                gold ± standard error, exact KL to SFT, the proxy score, and the rates of
                                            `evaluation.behaviour` (the one reading of what a response does)
-    best_of_n_curves                       best-of-n's gold, proxy and KL for many n from one set of SFT draws
-    result, spread_tree, fmt, table, bars  the one result schema, its mean/std/min/max leaves, their text and bars
+    bon_draws, bon_curve                   best-of-n's gold, proxy and KL for many n from one set of SFT draws
+The result is written down by `report` (schema, spread over seeds, text, bars), re-exported here.
 
 What a response does ("answered right", "says definitely", "refused", "leaked", and how a cut-off reply counts)
 is read once, in `evaluation`; every experiment reads it from there.
@@ -13,6 +16,7 @@ is read once, in `evaluation`; every experiment reads it from there.
 from __future__ import annotations
 
 import dataclasses
+import time
 from functools import partial
 
 import jax
@@ -21,12 +25,12 @@ from jaxtyping import Float
 from scipy.special import gammaln
 
 from minirlhf import best_of_n as bon
-from minirlhf import grpo_rloo, ppo, reward_model
+from minirlhf import ensemble, grpo_rloo, ppo, reward_model
 from minirlhf.data import decode_responses
 from minirlhf.evaluation import behaviour, evaluate, gold_scores
-from minirlhf.sampling import sample
-from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels, base_models
+from minirlhf.experiments.report import at, bars, fmt, plain, result, spread_tree, table  # noqa: F401 (re-exported)
+from minirlhf.sampling import sample
 from minirlhf.world import Prompt, sample_prompts
 
 # ---------------------------------------------------------------- prompts and training
@@ -37,9 +41,11 @@ def eval_prompts(base: BaseModels, n: int) -> list[Prompt]:
     return sample_prompts(base.world, np.random.default_rng(base.cfg.seed + 1), n, split="heldout")
 
 
-def _rl_args(base: BaseModels, reward: tuple) -> tuple:
-    """What PPO, GRPO and RLOO all take: key, SFT as start and reference, the reward, training prompts, model."""
-    return (base.keys["ppo"], base.sft, base.sft, *reward, partial(sample_prompts, base.world), base.cfg.model)
+def _rl_args(base: BaseModels, reward: tuple, start: dict | None = None, key: jax.Array | None = None) -> tuple:
+    """What PPO, GRPO and RLOO all take: key, the start (default SFT) and SFT as reference, the reward, training
+    prompts, model. key: default the pipeline's PPO key."""
+    return (base.keys["ppo"] if key is None else key, base.sft if start is None else start, base.sft, *reward,
+            partial(sample_prompts, base.world), base.cfg.model)
 
 
 def _reward(base: BaseModels, rm: dict | None, reward: tuple | None) -> tuple:
@@ -48,16 +54,19 @@ def _reward(base: BaseModels, rm: dict | None, reward: tuple | None) -> tuple:
 
 
 def train_ppo(base: BaseModels, ppo_cfg: ppo.PPOConfig, rm: dict | None = None, value_params: dict | None = None,
-              on_iteration=None, reward: tuple | None = None) -> tuple[dict, dict]:
+              on_iteration=None, reward: tuple | None = None, start: dict | None = None,
+              key: jax.Array | None = None) -> tuple[dict, dict]:
     """PPO from SFT against `rm` (default the pipeline's), as the pipeline runs it: (policy, history).
 
     reward: (reward_fn, reward_params) to climb instead of an RM. value_params: the value model's start, by default
-    the reward model (`rm`, or the pipeline's), as the pipeline does. The history logs the gold reward of the
-    rollouts; the policy never sees it.
+    the reward model (`rm`, or the pipeline's), as the pipeline does. start, key: a policy to continue from instead
+    of SFT (the reference stays SFT) and PPO's key. The history logs the gold reward of the rollouts; the policy
+    never sees it.
     """
     rm = base.rm if rm is None else rm
-    return ppo.train_ppo(*_rl_args(base, _reward(base, rm, reward)), ppo_cfg, gold_fn=partial(gold_scores, base.world),
-                         value_params=rm if value_params is None else value_params, on_iteration=on_iteration)
+    return ppo.train_ppo(*_rl_args(base, _reward(base, rm, reward), start, key), ppo_cfg,
+                         gold_fn=partial(gold_scores, base.world), value_params=rm if value_params is None else value_params,
+                         on_iteration=on_iteration)
 
 
 def train_group(base: BaseModels, group_cfg: grpo_rloo.GroupConfig, rm: dict | None = None,
@@ -65,6 +74,58 @@ def train_group(base: BaseModels, group_cfg: grpo_rloo.GroupConfig, rm: dict | N
     """GRPO or RLOO from SFT against `rm` (default the pipeline's) or `reward`, the same key and prompts as `train_ppo`."""
     return grpo_rloo.train_group(*_rl_args(base, _reward(base, rm, reward)), group_cfg,
                                  gold_fn=partial(gold_scores, base.world))
+
+
+def checkpoints(iterations: int, count: int) -> list[int]:
+    """About `count` log-spaced iterations in [1, iterations], always including the last."""
+    return [int(i) for i in np.unique(np.round(np.geomspace(1, iterations, count)).astype(int))]
+
+
+def watched_ppo(base: BaseModels, ppo_cfg: ppo.PPOConfig, count: int, look, start: dict, **train) -> tuple[dict, float]:
+    """`train_ppo(base, ppo_cfg, **train)`, looked at with `look(params) -> figures` at `checkpoints(.., count)`.
+
+    Returns one list per figure, SFT's figures (`start`) first as iteration 0, and the seconds PPO took without the
+    looking.
+    """
+    marks, points, looking = set(checkpoints(ppo_cfg.iterations, count)), [{"iteration": 0, **start}], [0.0]
+
+    def on_iteration(i: int, params: dict) -> None:
+        if i in marks:
+            t = time.perf_counter()
+            points.append({"iteration": i, **look(params)})
+            looking[0] += time.perf_counter() - t
+
+    t = time.perf_counter()
+    train_ppo(base, ppo_cfg, on_iteration=on_iteration, **train)
+    return {k: [p[k] for p in points] for k in points[0]}, time.perf_counter() - t - looking[0]
+
+
+def train_rm(base: BaseModels, key: jax.Array, pairs: dict, heldout: dict, rm_cfg: reward_model.RMConfig | None = None,
+             policy: dict | None = None) -> dict:
+    """A reward model on `pairs` from SFT's weights, normalised on `policy`'s samples (default SFT's), with the keys
+    `reward_model.run_reward_model(key, ...)` trains and normalises with: only the pairs (or the policy) differ."""
+    cfg = rm_cfg or base.cfg.rm
+    params, _, _ = reward_model.train_reward_model(reward_model.rm_keys(key)["train"], base.sft, pairs, heldout,
+                                                   base.cfg.model, cfg)
+    samples = ensemble.normalization_samples(key, base.sft if policy is None else policy, base.world, base.cfg.model, cfg)
+    return reward_model.normalize(params, *samples, base.cfg.model)
+
+
+def rm_variant(base: BaseModels, rm_cfg: reward_model.RMConfig, cache) -> tuple[dict, dict, dict]:
+    """(RM, its pairs, its held-out metrics): the reward-model stage run with `rm_cfg` instead of the pipeline's, on
+    base's SFT with the stage's own key; from `cache` (whose record includes rm_cfg) when there is one."""
+    if cache is not None:
+        models = base_models(base.cfg.seed, dataclasses.replace(base.cfg, rm=rm_cfg), cache)
+        return models.rm, models.pairs, models.rm_metrics
+    rm, pairs, metrics, _ = reward_model.run_reward_model(base.keys["rm"], base.sft, base.world, base.cfg.model, rm_cfg)
+    return rm, pairs, metrics
+
+
+def check_counts(cfg, *fields: str) -> None:
+    """Raise, naming the field, if any of cfg's counts `fields` (budgets, iterations, prompts) is below 1."""
+    for field in fields:
+        if getattr(cfg, field) < 1:
+            raise ValueError(f"{type(cfg).__name__}.{field} must be >= 1, got {getattr(cfg, field)}")
 
 
 def seed_bases(cfg, seeds, cache, bases: dict | None = None):
@@ -127,127 +188,52 @@ def best_of_n_mean(scores: Float[np.ndarray, " m"], values: Float[np.ndarray, " 
     return float(np.sum(np.exp(log_w) * v[n - 1:]))
 
 
-def best_of_n_curves(base: BaseModels, rms: dict[str, dict], prompts: list[Prompt], ns: tuple[int, ...],
-                     draws: int) -> dict:
-    """Gold, proxy and KL to SFT of best-of-n for every n and every reward model, from one set of SFT draws.
+def check_bon_ns(ns: tuple[int, ...], draws: int) -> None:
+    """Best-of-n's n values must lie in [1, draws]: each is estimated from that many draws (`best_of_n_mean`)."""
+    if not ns or min(ns) < 1 or max(ns) > draws:
+        raise ValueError(f"Config.bon_ns must lie in [1, bon_draws={draws}], got {ns}")
 
-    Each distinct prompt gets `draws` samples (the "bon" key); its figures are weighted by how often it occurs in
-    `prompts`. KL: `best_of_n.finite_best_of_n_kl` over the distinct responses drawn (coverage: the SFT mass they
-    hold). Also returns, per distinct prompt, the response each RM likes best among the draws.
-    """
+
+def bon_draws(base: BaseModels, prompts: list[Prompt], draws: int, score) -> list[dict]:
+    """Per distinct prompt of `prompts`: `draws` SFT samples (the "bon" key folded with the prompt's index) and what
+    best-of-n needs of them: how often the prompt occurs, gold [M], log-probs [M], the distinct rows, the tokens
+    [M, T], and `score(gen)`: the reward models' scores of the samples, in whatever form the caller's curves read."""
     distinct: dict[tuple, list] = {}
     for p in prompts:
         distinct.setdefault(p.words, [p, 0])[1] += 1
-    sums = {name: np.zeros((3, len(ns))) for name in rms}
-    coverage, favourites = 0.0, {name: {} for name in rms}
+    out = []
     for j, (prompt, count) in enumerate(distinct.values()):
         gen = sample(base.sft, base.cfg.model, [prompt] * draws, jax.random.fold_in(base.keys["bon"], j))
-        tokens, logprobs = np.asarray(gen.tokens), np.asarray(gen.logprobs).sum(axis=1)  # [M, T], [M]
-        gold = gold_scores(base.world, [prompt] * draws, tokens)  # [M]
-        keep = bon.distinct_responses(tokens)
-        coverage += count * float(np.exp(logprobs[keep]).sum())
-        for name, rm in rms.items():
-            scores = np.asarray(reward_model.score(rm, gen.tokens, gen.valid, base.cfg.model))  # [M]
-            sums[name] += count * np.array([[best_of_n_mean(scores, gold, n) for n in ns],
-                                            [best_of_n_mean(scores, scores, n) for n in ns],
-                                            [bon.finite_best_of_n_kl(logprobs[keep], scores[keep], n) for n in ns]])
-            top = int(np.argmax(scores))
-            favourites[name][question(prompt)] = (response_text(tokens[top:top + 1])[0], float(gold[top]))
-    total = sum(count for _, count in distinct.values())
-    return {name: {"n": list(ns), "gold": list(s[0] / total), "proxy": list(s[1] / total), "kl": list(s[2] / total),
-                   "bound": [bon.kl_bound(n) for n in ns], "coverage": coverage / total, "favourites": favourites[name]}
-            for name, s in sums.items()}
-
-
-# ---------------------------------------------------------------- the result: schema, spread, text
-
-
-def result(name: str, cfg, per_seed: dict, aggregate: dict, **config) -> dict:
-    """The one result schema: {"experiment", "config", "seeds": {seed: data}, "aggregate"}, as plain JSON types.
-
-    config: settings to record beside cfg's own fields (the pipeline's are left out: they are the pipeline's).
-    """
-    settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "pipeline"}
-    settings = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in settings.items()}
-    return plain({"experiment": name, "config": settings | config, "seeds": per_seed, "aggregate": aggregate})
-
-
-def plain(x):
-    """numpy numbers -> Python numbers, tuples -> lists, all the way down: what json.dumps writes."""
-    if isinstance(x, dict):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return plain(x.tolist())
-    if isinstance(x, (np.bool_, bool)):
-        return bool(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    return x
-
-
-def spread_tree(trees: list[dict], skip: tuple[str, ...] = ()) -> dict:
-    """Seeds' nested dicts -> one dict of the same shape whose number leaves are `seed_spread`s over the seeds.
-
-    Keys in `skip`, keys some seed lacks, and anything that is not a number or a dict (texts, curves) are left out.
-    """
-    out = {}
-    for k, v in trees[0].items():
-        if k in skip or not all(k in t for t in trees):
-            continue
-        if isinstance(v, dict):
-            out[k] = spread_tree([t[k] for t in trees], skip)
-        elif isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)):
-            out[k] = seed_spread([t[k] for t in trees])
+        tokens = np.asarray(gen.tokens)
+        out.append({"prompt": prompt, "count": count, "gold": gold_scores(base.world, [prompt] * draws, tokens),
+                    "logprobs": np.asarray(gen.logprobs).sum(axis=1), "keep": bon.distinct_responses(tokens),
+                    "tokens": tokens, "scores": score(gen)})
     return out
 
 
-def at(tree: dict, path: str):
-    """tree["a"]["b"] for path "a/b", or None where the path is missing."""
-    for k in path.split("/"):
-        if not isinstance(tree, dict) or k not in tree:
-            return None
-        tree = tree[k]
-    return tree
+def bon_curve(draws: list[dict], reward, ns: tuple[int, ...]) -> dict:
+    """Best-of-n picking by `reward(draw["scores"]) -> [M]`, per n: gold and the reward of the pick (unbiased over
+    the draws, `best_of_n_mean`), KL to SFT (`best_of_n.finite_best_of_n_kl` over the distinct draws); each
+    prompt weighted by how often it occurs."""
+    total = np.zeros((len(ns), 3))
+    for dr in draws:
+        r, keep = reward(dr["scores"]), dr["keep"]
+        total += dr["count"] * np.array([[best_of_n_mean(r, dr["gold"], n), best_of_n_mean(r, r, n),
+                                          bon.finite_best_of_n_kl(dr["logprobs"][keep], r[keep], n)] for n in ns])
+    gold, proxy, kl = (total / sum(dr["count"] for dr in draws)).T
+    return {"n": list(ns), "gold": list(gold), "proxy": list(proxy), "kl": list(kl)}
 
 
-def fmt(s: dict | None, digits: int = 3, signed: bool = False) -> str:
-    """A `seed_spread` as text, the one way every summary writes it: "mean ± std [min, max]" ("n/a" if missing).
-
-    One seed has no spread to show, so it is written as its value alone (not as "± 0.000").
-    """
-    if s is None:
-        return "n/a"
-    sign = "+" if signed else ""
-    if len(s.get("values", ())) == 1:
-        return f"{s['mean']:{sign}.{digits}f}"
-    return (f"{s['mean']:{sign}.{digits}f} ± {s['std']:.{digits}f} "
-            f"[{s['min']:{sign}.{digits}f}, {s['max']:{sign}.{digits}f}]")
-
-
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A markdown table's lines: the header, the rule under it, one line per row of cells."""
-    return [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(r)} |" for r in rows)]
-
-
-def bars(ax, groups: list[str], series: dict[str, list[dict | None]], ylabel: str, title: str) -> None:
-    """Grouped bars, one group per entry of `groups`, one bar per series: the mean over seeds, whiskers from the
-    min to the max, a dot per seed. series: label -> one `seed_spread` per group (None: not measured)."""
-    width = 0.8 / len(series)
-    x = np.arange(len(groups))
-    for j, (label, spreads) in enumerate(series.items()):
-        pos = x + (j - (len(series) - 1) / 2) * width
-        s = [sp or {"mean": np.nan, "min": np.nan, "max": np.nan, "values": []} for sp in spreads]
-        mean = np.array([v["mean"] for v in s])
-        ax.bar(pos, mean, width, yerr=[mean - [v["min"] for v in s], np.array([v["max"] for v in s]) - mean],
-               capsize=3, label=label, alpha=0.8)
-        for p, v in zip(pos, s):
-            ax.scatter([p] * len(v["values"]), v["values"], s=8, color="k", zorder=3)
-    ax.set_xticks(x, groups)
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+def best_of_n_curves(base: BaseModels, rms: dict[str, dict], prompts: list[Prompt], ns: tuple[int, ...],
+                     draws: int) -> dict:
+    """`bon_curve` for every reward model of `rms` from one set of `bon_draws`, with the KL bound, the coverage (the
+    SFT mass the distinct draws hold) and, per distinct prompt, the response the RM likes best and its gold."""
+    found = bon_draws(base, prompts, draws, lambda gen: {name: np.asarray(reward_model.score(
+        rm, gen.tokens, gen.valid, base.cfg.model)) for name, rm in rms.items()})  # name -> [M]
+    total = sum(dr["count"] for dr in found)
+    coverage = sum(dr["count"] * float(np.exp(dr["logprobs"][dr["keep"]]).sum()) for dr in found) / total
+    top = {name: [int(np.argmax(dr["scores"][name])) for dr in found] for name in rms}
+    return {name: bon_curve(found, lambda scores: scores[name], ns) | {
+        "bound": [bon.kl_bound(n) for n in ns], "coverage": coverage,
+        "favourites": {question(dr["prompt"]): (response_text(dr["tokens"][i:i + 1])[0], float(dr["gold"][i]))
+                       for dr, i in zip(found, top[name])}} for name in rms}
