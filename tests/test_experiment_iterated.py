@@ -1,5 +1,5 @@
 """Iterated online RLHF end to end on tiny untrained models: the schema, the equal label budget, the union of the
-rounds' pairs, the hack finder, the plot and the summary."""
+rounds' pairs, the hack finder, the gold-free stop, the plot and the summary."""
 import dataclasses
 import json
 
@@ -70,6 +70,7 @@ def test_tiny_iterated_summary_and_plot(tiny_result, tmp_path):
     text = exp.summary(tiny_result)
     assert "Equal label budget: 2 rounds x 4 pairs against 8 pairs" in text, "the summary should state the budgets"
     assert text.count("### beta=") == 2 and "**Hacks**" in text and "**Gold-free signals**" in text
+    assert text.count("**Stopping without gold**") == 2, "each beta reports where the gold-free rule stops"
     path = tmp_path / "plot.png"
     exp.plot(tiny_result).savefig(path, dpi=40)
     assert path.stat().st_size > 1000, "plot() should draw every panel"
@@ -128,6 +129,21 @@ def test_find_hack_picks_the_most_common_over_rated_bad_response_of_a_kind():
     assert followed["share_next"] == pytest.approx(1 / 4), "the next policy says the hack on 1 of the 4 sums"
     assert "-> next round's RM -0.35, next policy says it 25%" in monitoring.hack_text(followed)
     assert "share_next" not in monitoring.follow_hack(hack, ev), "the last round has no next round to follow it into"
+
+
+def test_label_stop_keeps_the_round_before_the_rm_loses_the_labelers():
+    """The gold-free rule on a run: the RM's agreement with the labelers on the policy's fresh pairs falls below its
+    agreement on SFT's by more than twice the noise (0.089 on 250 pairs each) at round 2, so round 1 is kept."""
+    cfg = {"iterations_per_round": 10, "n_heldout": 250}
+    acc = lambda on_end: {"on_sft": {"labels": 0.70}, "on_end": {"labels": on_end}}
+    rounds = [{"round": r, "gold": g, "kl": k, "rm": acc(a)}
+              for r, g, k, a in ((1, 0.30, 1.0, 0.65), (2, 0.40, 2.0, 0.60), (3, 0.10, 4.0, 0.50))]
+    stop = exp.label_stop({"gold": 0.05, "kl": 0.0}, rounds, cfg)
+    assert (stop["index"], stop["iteration"], stop["gold"]) == (1, 10, 0.30), (
+        f"a drop of 0.10 (> 0.089) at round 2 should stop there and keep round 1 (iteration 10), got {stop}")
+    assert (stop["best_iteration"], stop["best_gold"]) == (20, 0.40) and stop["regret"] == pytest.approx(0.10)
+    never = [dict(r, rm=acc(0.69)) for r in rounds]
+    assert exp.label_stop({"gold": 0.05, "kl": 0.0}, never, cfg)["index"] == 3, "no alarm: the last round is kept"
 
 
 def test_config_rejects_budgets_that_do_not_split_into_rounds():

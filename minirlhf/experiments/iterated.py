@@ -30,7 +30,7 @@ from minirlhf import reward_model
 from minirlhf.evaluation import per_kind
 from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels
-from minirlhf.experiments.monitoring import find_hack, follow_hack, hack_text
+from minirlhf.experiments.monitoring import STOP_COLUMNS, find_hack, follow_hack, hack_text, stop_cells, stop_report
 from minirlhf.experiments.report import at, fmt, result, spread_line, spread_tree, table
 from minirlhf.experiments.toolkit import (check_counts, eval_prompts, measure, response_text, rm_variant, seed_bases,
                                           train_ppo, train_rm)
@@ -260,6 +260,19 @@ def aggregate(per_seed: dict) -> dict:
     return out
 
 
+def label_stop(sft: dict, rounds: list[dict], cfg: dict) -> dict:
+    """The gold-free stop along one run (`monitoring.stop_report`), its checkpoints SFT and each round's end.
+
+    Signal: how much less often the RM in use agrees with the labelers on the policy's fresh pairs than on SFT's
+    (0 at SFT). Alarm: twice that difference's standard error at its largest (both accuracies 1/2, n_heldout pairs
+    each), so a drop the pairs' noise would not make. A practitioner can compute it: it needs labels, not gold.
+    """
+    curve = {"iteration": [0, *(r["round"] * cfg["iterations_per_round"] for r in rounds)],
+             "gold": [sft["gold"], *(r["gold"] for r in rounds)], "kl": [sft["kl"], *(r["kl"] for r in rounds)]}
+    signal = [0.0, *(r["rm"]["on_sft"]["labels"] - r["rm"]["on_end"]["labels"] for r in rounds)]
+    return stop_report(curve, signal, 2 * np.sqrt(2 * 0.25 / cfg["n_heldout"]))
+
+
 # ---------------------------------------------------------------- plot and summary
 
 COLORS = {"single": "tab:red", "iterated": "tab:blue"}
@@ -350,5 +363,11 @@ def summary(result: dict) -> str:
                           "entropy / token"],
                          [[LABELS[m], r, *(f"{runs[m][r][k]['mean']:+.3f}" for k in ("gold", "kl", "proxy_slope")),
                            f"{runs[m][r]['rm']['on_end']['labels']['mean']:.3f}", f"{runs[m][r]['entropy']['mean']:.3f}"]
-                          for m in METHODS for r in runs[m]]), ""]
+                          for m in METHODS for r in runs[m]]), "",
+                  ("**Stopping without gold**: stop at the first round whose RM agrees with the labelers on the "
+                   "policy's fresh pairs less often than on SFT's, by more than twice the noise of that difference; "
+                   "keep the checkpoint before (iteration 0: SFT). Gold there vs the best checkpoint's:"), "",
+                  *table(["run", "seed", *STOP_COLUMNS],
+                         [[LABELS[m], str(s["seed"]), *stop_cells(label_stop(s["sft"], s["runs"][name][m]["rounds"], cfg))]
+                          for m in METHODS for s in seeds]), ""]
     return "\n".join(lines).rstrip()
