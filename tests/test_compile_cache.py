@@ -55,33 +55,41 @@ def test_the_clock_hears_a_compile_and_splits():
     assert second.seconds == 0 and not second.compiled, f"after a split, only new compiles count: {second}"
 
 
-def run_quick(out: Path, **env) -> tuple[dict, tuple[int, int, int]]:
-    """`python -m minirlhf run --quick` in a fresh process with `env` over this one's; its metrics without the
-    times, and (computations, compiled, read from the cache) from its last line."""
+def start_quick(out: Path, **env) -> subprocess.Popen:
+    """`python -m minirlhf run --quick` in a fresh process with `env` over this one's (None: unset)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     for name in [k for k, v in env.items() if v is None]:
         del env[name]
-    done = subprocess.run([sys.executable, "-m", "minirlhf", "run", "--quick", "--out", str(out)], cwd=out.parent,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    log = open(out.with_suffix(".log"), "w+")  # a file, not a pipe: two runs side by side never wait on a reader
+    return subprocess.Popen([sys.executable, "-m", "minirlhf", "run", "--quick", "--out", str(out)], cwd=out.parent,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def finish_quick(run: subprocess.Popen, out: Path) -> tuple[dict, tuple[int, int, int]]:
+    """The run's metrics without the times, and (computations, compiled, read from the cache) from its last line."""
+    run.wait(timeout=600)
+    stdout = out.with_suffix(".log").read_text()
+    assert run.returncode == 0, stdout[-4000:]
     metrics = json.loads((out / "metrics.json").read_text())
     metrics.pop("seconds")
-    (counts,) = TIMING.findall(done.stdout)
+    (counts,) = TIMING.findall(stdout)
     return metrics, tuple(map(int, counts))
 
 
 def test_a_warm_cache_changes_no_number(tmp_path):
-    """The quick pipeline three times: cache off, then the default folder empty, then the same folder warm.
+    """The quick pipeline three times: cache off and the default folder empty (side by side: XLA compiles on one
+    core, so the two together take little longer than one), then the same folder warm.
 
     A hit must be the executable a fresh compile builds: any difference in any number is a bug in how the
     cache is keyed or read, not noise."""
     default = {"MINIRLHF_COMPILE_CACHE": None, "JAX_COMPILATION_CACHE_DIR": None, "XDG_CACHE_HOME": str(tmp_path)}
-    off, (_, _, off_hits) = run_quick(tmp_path / "off", MINIRLHF_COMPILE_CACHE="off")
-    assert not (tmp_path / "minirlhf").exists() and off_hits == 0, "with the cache off nothing is written or read"
-    cold, (n_cold, _, cold_hits) = run_quick(tmp_path / "cold", **default)
+    runs = {"off": start_quick(tmp_path / "off", MINIRLHF_COMPILE_CACHE="off", XDG_CACHE_HOME=str(tmp_path / "x")),
+            "cold": start_quick(tmp_path / "cold", **default)}
+    (off, (_, _, off_hits)), (cold, (n_cold, _, cold_hits)) = (finish_quick(runs[n], tmp_path / n) for n in runs)
+    assert not (tmp_path / "x" / "minirlhf").exists() and off_hits == 0, "with the cache off nothing is written or read"
     assert cold_hits == 0 and any((tmp_path / "minirlhf" / "xla").iterdir()), (
         "the first run with the default folder should start empty and fill $XDG_CACHE_HOME/minirlhf/xla")
-    warm, (n_warm, _, warm_hits) = run_quick(tmp_path / "warm", **default)
+    warm, (n_warm, _, warm_hits) = finish_quick(start_quick(tmp_path / "warm", **default), tmp_path / "warm")
     assert n_warm == n_cold and warm_hits > 0.9 * n_warm, (
         f"the second run read {warm_hits} of {n_warm} computations from the cache: is it turned on too late?")
     for name, metrics in (("cold", cold), ("warm", warm)):
