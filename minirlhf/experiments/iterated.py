@@ -31,11 +31,11 @@ from minirlhf.evaluation import per_kind
 from minirlhf.experiments import seed_spread
 from minirlhf.experiments.base import BaseModels
 from minirlhf.experiments.monitoring import STOP_COLUMNS, find_hack, follow_hack, hack_text, stop_cells, stop_report
+from minirlhf.experiments.online import fit_rm, policy_pairs, rm_accuracy, rm_config, union
 from minirlhf.experiments.report import at, fmt, result, spread_line, spread_tree, table
 from minirlhf.experiments.toolkit import (check_counts, eval_prompts, measure, response_text, rm_variant, seed_bases,
-                                          train_ppo, train_rm)
+                                          train_ppo)
 from minirlhf.pipeline import PipelineConfig
-from minirlhf.preferences import make_pairs
 
 ROUND_TAG = 1500  # fold_in tag + round: this experiment's keys, apart from every pipeline stage's own
 METHODS = ("single", "iterated")
@@ -82,23 +82,7 @@ class Config:
         return self.iterations // self.rounds
 
 
-# ---------------------------------------------------------------- the reward model of a round
-
-
-def union(pair_sets: list[dict]) -> dict:
-    """Every pair labelled so far, as one pairs dict: the sets' arrays concatenated in round order."""
-    keys = set(pair_sets[0])
-    if any(set(p) != keys for p in pair_sets):
-        raise ValueError("union: every pair set must hold the same arrays")
-    return {k: np.concatenate([np.asarray(p[k]) for p in pair_sets]) for k in pair_sets[0]}
-
-
-def rm_config(base: BaseModels, n_pairs: int) -> reward_model.RMConfig:
-    """The pipeline's RM settings for n_pairs, its steps scaled to keep the pipeline's passes over the data."""
-    rm, optim = base.cfg.rm, base.cfg.rm.optim
-    steps = max(1, round(optim.steps * n_pairs / rm.n_pairs))
-    return dataclasses.replace(rm, n_pairs=n_pairs,
-                               optim=dataclasses.replace(optim, steps=steps, warmup=min(optim.warmup, steps)))
+# ---------------------------------------------------------------- a round's keys
 
 
 def round_keys(base: BaseModels, r: int) -> dict:
@@ -106,23 +90,6 @@ def round_keys(base: BaseModels, r: int) -> dict:
     as the RM stage splits its key), and its PPO."""
     key = jax.random.fold_in(base.keys["rm"], ROUND_TAG + r)
     return reward_model.rm_keys(key) | {"rm": key, "ppo": jax.random.fold_in(base.keys["ppo"], ROUND_TAG + r)}
-
-
-def policy_pairs(base: BaseModels, policy: dict, key: jax.Array, n: int) -> dict:
-    """n pairs of `policy`'s samples on train prompts, labelled by the pipeline's labeler."""
-    return make_pairs(key, policy, base.world, base.cfg.model, n, base.cfg.rm.labeler)
-
-
-def fit_rm(base: BaseModels, pair_sets: list[dict], policy: dict, keys: dict) -> dict:
-    """RM on the union of the pair sets, from the SFT weights, normalised on `policy`'s samples (train prompts)."""
-    pairs = union(pair_sets)
-    return train_rm(base, keys["rm"], pairs, pairs, rm_config(base, len(pairs["kind"])), policy)
-
-
-def rm_accuracy(rm: dict, heldout: dict, base: BaseModels) -> dict:
-    """The RM against the labels (what a practitioner can check) and against gold, on labelled held-out pairs."""
-    acc = reward_model.accuracy(rm, heldout, base.cfg.model)
-    return {"labels": acc["accuracy_labels"], "gold": acc["accuracy_gold"]}
 
 
 # ---------------------------------------------------------------- measuring a round's policy
@@ -185,7 +152,7 @@ def run_iterated(cfg: Config, base: BaseModels, first: tuple[dict, dict], beta: 
         keys = round_keys(base, r)
         if r > 1:
             pair_sets.append(policy_pairs(base, policy, keys["pairs"], cfg.pairs_per_round))
-            rm = fit_rm(base, pair_sets, policy, keys)
+            rm = fit_rm(base, pair_sets, policy, keys["rm"])
         policy, history = train_ppo(base, ppo_cfg, rm=rm, start=policy, key=keys["ppo"])
         points.append(round_end(policy, base, cfg, prompts, rm, r) | gold_free(history)
                       | {"pairs": len(union(pair_sets)["kind"])})
@@ -228,7 +195,7 @@ def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
     start = round_end(base.sft, base, cfg, prompts, base.rm, 0)  # SFT, with its held-out pairs
     keys = round_keys(base, 1)
     first_pairs = policy_pairs(base, base.sft, keys["pairs"], cfg.pairs_per_round)
-    first = (first_pairs, fit_rm(base, [first_pairs], base.sft, keys))
+    first = (first_pairs, fit_rm(base, [first_pairs], base.sft, keys["rm"]))
     single_rm = single_pass_rm(cfg, base, cache)
     runs = {}
     for beta in cfg.betas:
