@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
+from tqdm.auto import tqdm
 
 from minirlhf import transformer
 from minirlhf.data import PROMPT_WIDTH, encode_prompts
@@ -137,7 +138,8 @@ def best_of_n_kl(key: jax.Array, sft_params: dict, rm_params: dict, prompts: lis
     if n_draws < 1:
         raise ValueError(f"best_of_n_kl needs n_draws >= 1 (SFT samples per prompt), got {n_draws}")
     kls, coverage = [], []
-    for prompt, key_prompt in zip(prompts, jax.random.split(key, len(prompts))):
+    per_prompt = zip(prompts, jax.random.split(key, len(prompts)))
+    for prompt, key_prompt in tqdm(per_prompt, total=len(prompts), desc=f"best-of-{n} KL", leave=False):
         tokens, valid = encode_prompts([prompt] * n_draws)  # [M, P]: one prompt, M draws
         drawn = _generate_and_score(sft_params, rm_params, jnp.asarray(tokens), jnp.asarray(valid), key_prompt, cfg, sample_cfg)
         seq_logprobs, scores, responses = map(np.asarray, drawn)  # [M], [M], [M, P + R]

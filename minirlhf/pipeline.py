@@ -4,8 +4,9 @@
   metrics.json  one entry per model (gold_reward, answer_rate, kl_to_sft, proxy_reward, and per_kind: what it
                 does on each kind of prompt), the reward model's held-out accuracies beside their ceilings
                 (overall and by pair type), and seconds per stage
-  report.md     the table, samples for the same prompts from every model, the plots, and how many of each
-                stage's seconds went to compiling (also printed at the end)
+  report.md     the table and what its terms mean, samples for the same prompts from every model (with their
+                gold scores), the plots, and how many of each stage's seconds went to compiling (also printed
+                at the end)
   *.png         training curves, gold vs proxy reward, reward vs KL
   models/       the SFT, PPO and DPO policies and the reward model (checkpoint.save), which `python -m minirlhf
                 ask` loads
@@ -26,6 +27,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from minirlhf import best_of_n as bon
 from minirlhf import checkpoint, dpo, ppo, pretrain, reward_model, sft
@@ -55,6 +57,7 @@ class PipelineConfig:
     bon_kl_draws: int = 256  # SFT samples per prompt for that measurement
     n_eval: int = 512  # held-out prompts every model answers
     n_samples_shown: int = 6  # prompts whose responses the report prints
+    smoke_test: bool = False  # set by PipelineConfig.quick(): the report's title then says so
 
     def __post_init__(self):
         if self.model.vocab_size != VOCAB_SIZE:
@@ -73,7 +76,7 @@ class PipelineConfig:
             rm=reward_model.RMConfig(n_pairs=128, n_heldout=128, n_normalize=64, optim=short(20)),
             ppo=ppo.PPOConfig(iterations=4, batch_size=32),
             dpo=dpo.DPOConfig(optim=short(20)),
-            best_of_n=4, bon_kl_prompts=2, bon_kl_draws=32, n_eval=64,
+            best_of_n=4, bon_kl_prompts=2, bon_kl_draws=32, n_eval=64, smoke_test=True,
         )
 
 
@@ -123,7 +126,7 @@ def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs
 
         eval_prompts = sample_prompts(world, np.random.default_rng(cfg.seed + 1), cfg.n_eval, split="heldout")
         metrics = {name: _evaluate(params, rm_params, cfg, world, eval_prompts, keys["eval"], models["sft"])
-                   for name, params in models.items()}
+                   for name, params in tqdm(models.items(), desc="evaluation", leave=False)}
         lap("evaluation")
         metrics["best_of_n"] = _evaluate_best_of_n(cfg, world, eval_prompts, keys, models["sft"], rm_params)
         lap("best_of_n")
@@ -132,17 +135,15 @@ def run_pipeline(cfg: PipelineConfig = PipelineConfig(), out: str | None = "runs
     metrics["seconds"] = seconds
     metrics["seed"] = cfg.seed
     samples = {name: m.pop("tokens") for name, m in metrics.items() if isinstance(m, dict) and "tokens" in m}
+    golds = {name: metrics[name].pop("gold") for name in samples}  # each sample's gold score, for the report
     for name, tokens in samples.items():  # what each model does, kind by kind
         metrics[name]["per_kind"] = per_kind(world, eval_prompts, tokens)
-    for m in metrics.values():
-        if isinstance(m, dict):
-            m.pop("gold", None)
-            m.pop("valid", None)
+        metrics[name].pop("valid", None)
     metrics = _plain(metrics)
     if out is not None:
         save_models(out, models, cfg, overwrite=force)
         config = {**dataclasses.asdict(cfg), "overrides": list(overrides)}
-        write_report(out, metrics, histories, samples, eval_prompts, cfg.n_samples_shown, config, compiling)
+        write_report(out, metrics, histories, samples, eval_prompts, cfg.n_samples_shown, config, compiling, golds)
     print(ending(metrics, compiling, out))
     return metrics
 

@@ -16,18 +16,29 @@ def smooth(x: np.ndarray, window: int = 10) -> np.ndarray:
     return np.convolve(x, np.ones(window) / window, mode="valid")
 
 
-def training_curves(histories: dict[str, dict[str, np.ndarray]], panels: dict[str, list[str]]) -> plt.Figure:
-    """One panel per stage; `panels` maps stage -> the metric names to draw from its history."""
+def training_curves(histories: dict[str, dict[str, np.ndarray]], panels: dict[str, tuple[str, dict[str, str]]],
+                    window: int = 10) -> plt.Figure:
+    """One panel per stage, every curve smoothed by `smooth(.., window)` (the figure's title says so).
+
+    panels: stage -> (its y-axis label, {metric in that stage's history: the legend's name for it}).
+    A smoothed point is drawn at the last step of its window, so the x axis stays the stage's own steps.
+    """
     stages = [s for s in panels if s in histories]
-    fig, axes = plt.subplots(1, len(stages), figsize=(3.6 * len(stages), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(stages), figsize=(3.6 * len(stages), 3.4), squeeze=False)
     for ax, stage in zip(axes[0], stages):
-        for name in panels[stage]:
+        ylabel, lines = panels[stage]
+        for name, label in lines.items():
             if name in histories[stage]:
-                ax.plot(smooth(histories[stage][name]), label=name)
+                raw = histories[stage][name]
+                smoothed = smooth(raw, window)
+                ax.plot(np.arange(len(raw) - len(smoothed), len(raw)), smoothed, label=label)
         ax.set_title(stage)
-        ax.set_xlabel("step" if stage in ("pretrain", "sft", "reward model", "dpo") else "PPO iteration")
+        ax.set_xlabel("PPO iteration" if stage == "ppo" else "step")
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
+    fig.suptitle(f"training curves, smoothed: each point is the mean of the {window} steps (PPO: iterations) up "
+                 f"to it (a curve shorter than that is drawn as it is)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -44,9 +55,9 @@ def gold_vs_proxy(metrics: dict) -> plt.Figure:
     ax2.set_ylabel("reward-model score (SFT = 0, std 1)")
     ax1.set_xticks(x, models)
     ax1.axhline(0, color="k", lw=0.5)
-    fig.legend(loc="upper left", fontsize=8)
     ax1.set_title("gold vs proxy reward on held-out prompts")
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=2, fontsize=8, frameon=False)  # below the axes: bars of any height stay visible
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 

@@ -14,12 +14,15 @@ from minirlhf.preferences import type_order
 from minirlhf.run_folder import MODELS as SAVED, PLOTS, model_path
 from minirlhf.world import Prompt
 
-PANELS = {  # which metrics each stage's training-curve panel shows
-    "pretrain": ["loss"],
-    "sft": ["loss"],
-    "reward model": ["loss", "accuracy"],
-    "ppo": ["objective/scores", "objective/gold", "objective/kl"],
-    "dpo": ["loss", "rewards/margins", "rewards/accuracies"],
+PANELS = {  # each stage's training-curve panel: (its y axis, {metric in the stage's history: its legend name})
+    "pretrain": ("nats per token", {"loss": "loss (next-token NLL)"}),
+    "sft": ("nats per token", {"loss": "loss (NLL of the demonstrations)"}),
+    "reward model": ("loss (nats), accuracy (share)",
+                     {"loss": "Bradley-Terry loss", "accuracy": "accuracy on training batches, vs labels"}),
+    "ppo": ("reward; KL (nats)", {"objective/scores": "proxy (RM score)", "objective/gold": "gold reward",
+                                  "objective/kl": "KL to SFT (sampled)"}),
+    "dpo": ("loss, margin (nats); accuracy", {"loss": "DPO loss", "rewards/margins": "implicit reward margin",
+                                              "rewards/accuracies": "accuracy on training batches, vs labels"}),
 }
 MODELS = ["pretrained", "sft", "ppo", "dpo", "best_of_n"]
 PER_KIND = ["right", "refuses", "leaks", "definitely", "rambles"]  # evaluation.per_kind's rates, in table order
@@ -27,7 +30,8 @@ STAGES = ["pretrain", "sft", "reward_model", "ppo", "dpo", "evaluation", "best_o
 
 
 def write_report(out: str, metrics: dict, histories: dict, samples: dict, prompts: list[Prompt], n_show: int,
-                 config: dict, compiling: dict[str, CompileTime] | None = None) -> None:
+                 config: dict, compiling: dict[str, CompileTime] | None = None, golds: dict | None = None) -> None:
+    """samples: model -> its responses' tokens [B, P + R]; golds: model -> their gold scores [B] (shown beside them)."""
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2, sort_keys=True)
@@ -42,7 +46,7 @@ def write_report(out: str, metrics: dict, histories: dict, samples: dict, prompt
         fig.savefig(os.path.join(out, name), dpi=110)
         plt.close(fig)
     with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(markdown(metrics, samples, prompts, n_show, compiling))
+        f.write(markdown(metrics, samples, prompts, n_show, compiling, config, golds))
 
 
 def results_table(metrics: dict) -> str:
@@ -79,14 +83,25 @@ def pair_type_table(rm: dict) -> str:
     return "\n".join(rows)
 
 
+def title(seed: int, config: dict | None = None) -> str:
+    """The report's first line: the seed, and whether it is a quick smoke test or carries --set overrides."""
+    config = config or {}
+    name = "minirlhf quick run" if config.get("smoke_test") else "minirlhf run"
+    sets = "".join(f", --set {o}" for o in config.get("overrides", ()))
+    note = ": a smoke test; its numbers are not the course's figures" if config.get("smoke_test") else ""
+    return f"# {name} (seed {seed}{sets}){note}"
+
+
 def markdown(metrics: dict, samples: dict, prompts: list[Prompt], n_show: int,
-             compiling: dict[str, CompileTime] | None = None) -> str:
+             compiling: dict[str, CompileTime] | None = None, config: dict | None = None,
+             golds: dict | None = None) -> str:
     rm = metrics["reward_model"]
     lines = [
-        f"# minirlhf run (seed {metrics['seed']})", "",
+        title(metrics["seed"], config), "",
         f"Every model answers the same {len(prompts)} held-out prompts; gold reward is the ideal human's score "
-        "in [-1, 1] (1 = ideal), KL is exact over the vocabulary, the proxy is the reward model's score "
-        "(normalized so SFT's samples have mean 0, std 1).", "",
+        "in [-1, 1] (1 = ideal), the answer rate is the share of replies in the assistant's format (they open "
+        "with an answer sentence, \"it is ... .\", or the refusal, and end), KL is exact over the vocabulary, "
+        "the proxy is the reward model's score (normalized so SFT's samples have mean 0, std 1).", "",
         results_table(metrics), "",
         *(["## Per prompt kind", "", "Right: a finished answer with the right value (math, color); refuses: the "
            "refusal sentence, wrong on math and color; leaks: the code appears (secret); rambles: words after the "
@@ -94,24 +109,34 @@ def markdown(metrics: dict, samples: dict, prompts: list[Prompt], n_show: int,
         "## Reward model", "",
         f"Held-out accuracy: {rm['accuracy_gold']:.1%} against the gold ordering (labelers themselves agree with "
         f"gold {rm['ceiling_gold']:.1%} of the time), {rm['accuracy_labels']:.1%} against the labels "
-        f"(Bayes ceiling {rm['ceiling_labels']:.1%}). On math questions held out from SFT and RL it is "
-        f"{rm['accuracy_gold_new_questions']:.1%} against gold (labelers {rm['ceiling_gold_new_questions']:.1%}).", "",
+        f"(Bayes ceiling {rm['ceiling_labels']:.1%}: the accuracy of a predictor that knew each labeler's "
+        f"probability of each choice, the most any model can score against noisy labels). On math questions held "
+        f"out from SFT and RL it is {rm['accuracy_gold_new_questions']:.1%} against gold (labelers "
+        f"{rm['ceiling_gold_new_questions']:.1%}).", "",
         *(["By pair type: the pairs split by their prompt's kind and the first gold component on which the two "
            "responses differ; the RM's accuracy against gold beside the labelers' own agreement with gold on the "
            "same pairs (gold ties left out).", "", pair_type_table(rm), ""] if "by_pair_type" in rm else []),
         "## Plots", "", "![training curves](training_curves.png)", "",
         "![gold vs proxy](gold_vs_proxy.png) ![reward vs KL](reward_vs_kl.png)", "",
-        "## Samples (same prompts, every model)", "",
+        "## Samples (same prompts, every model, each reply with its gold score)", "",
+        *sample_lines(samples, prompts, n_show, golds or {}),
+        timing_line(metrics["seconds"], compiling),
     ]
+    return "\n".join(lines) + "\n"
+
+
+def sample_lines(samples: dict, prompts: list[Prompt], n_show: int, golds: dict) -> list[str]:
+    """The first n_show prompts, each with every model's reply (and its gold score when `golds` has it)."""
     decoded = {m: decode_responses(samples[m]) for m in MODELS if m in samples}
+    lines = []
     for i in range(min(n_show, len(prompts))):
         lines.append(f"**{' '.join(prompts[i].words[2:-1])}**  ")
         for m, responses in decoded.items():
             words, ended = responses[i]
-            lines.append(f"- {m}: `{' '.join(words)}`" + ("" if ended else " *(no EOS)*"))
+            gold = f" (gold {golds[m][i]:+.2f})" if m in golds else ""
+            lines.append(f"- {m}: `{' '.join(words)}`" + ("" if ended else " *(no EOS)*") + gold)
         lines.append("")
-    lines.append(timing_line(metrics["seconds"], compiling))
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def ending(metrics: dict, compiling: dict[str, CompileTime] | None = None, out: str | None = None) -> str:

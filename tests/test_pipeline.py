@@ -1,5 +1,6 @@
 """The one-command pipeline (in this process and through the CLI in a fresh one), the README block it fills,
 checkpoints, the training loop and evaluation helpers."""
+import dataclasses
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from minirlhf import checkpoint, evaluation, report, transformer, world
+from minirlhf import checkpoint, evaluation, plots, report, transformer, world
 from minirlhf.__main__ import main
 from minirlhf.gold import gold_reward
 from minirlhf.pipeline import PipelineConfig, run_pipeline
@@ -91,13 +92,41 @@ def test_quick_pipeline_numbers_are_in_range_and_ordered(quick_run):
 def test_report_table_quotes_metrics_json(quick_run):
     out, m, _ = quick_run
     text = (out / "report.md").read_text()
-    assert text.startswith("# minirlhf run (seed 0)"), "report.md's title should name the seed"
+    assert text.startswith("# minirlhf quick run (seed 0): a smoke test"), (
+        "report.md's title should name the seed and say that a --quick run is a smoke test")
     for name in MODELS:
         r = m[name]
         label = f"best-of-{r['n']}" if name == "best_of_n" else name
         row = (f"| {label} | {r['gold_reward']:.3f} | {round(100 * r['answer_rate'])}% | {r['kl_to_sft']:.2f} | "
                f"{r['proxy_reward']:.2f} |")
         assert row in text, f"report.md should have the row {row!r} (from metrics.json)"
+
+
+def test_report_defines_its_terms_and_scores_every_sample_shown(quick_run):
+    out, m, _ = quick_run
+    text = (out / "report.md").read_text()
+    assert "the answer rate is the share of replies in the assistant's format" in text
+    assert "Bayes ceiling" in text and "the most any model can score against noisy labels" in text
+    cfg = PipelineConfig.quick()
+    prompts = world.sample_prompts(WORLD, np.random.default_rng(cfg.seed + 1), cfg.n_eval, split="heldout")
+    shown = text.split("## Samples")[1].split("\n**")[1:]
+    assert len(shown) == cfg.n_samples_shown
+    for prompt, block in zip(prompts, shown):
+        replies = [line for line in block.splitlines() if line.startswith("- ")]
+        assert [r[2:].split(":")[0] for r in replies] == MODELS, "every model's reply to each prompt shown"
+        for r in replies:
+            words, rest = r.split("`")[1], r.split("`")[2]
+            gold = gold_reward(prompt, words.split(), "no EOS" not in rest, WORLD.secret)
+            assert rest.endswith(f"(gold {gold:+.2f})"), f"{r!r}: each reply shown with its gold score"
+
+
+def test_the_title_says_quick_and_the_overrides():
+    assert report.title(3) == "# minirlhf run (seed 3)"
+    with_set = report.title(0, {"smoke_test": False, "overrides": ["ppo.beta=0.1"]})
+    assert with_set == "# minirlhf run (seed 0, --set ppo.beta=0.1)"
+    assert report.title(1, {"smoke_test": True, "overrides": []}).startswith("# minirlhf quick run (seed 1): a smoke test")
+    assert PipelineConfig.quick().smoke_test and not PipelineConfig().smoke_test
+    json.dumps(dataclasses.asdict(PipelineConfig()))  # config.json holds plain values (no method shadowing a field)
 
 
 def test_cli_in_a_fresh_process_writes_the_same_run(quick_run):
@@ -120,7 +149,7 @@ def test_force_replaces_the_runs_files_and_nothing_else(quick_run):
     _, _, cli_out = quick_run
     for name in ["notes.md", "models/mine.npz"]:
         assert (cli_out / name).read_text() == f"stand-in {name}", f"--force touched the learner's own {name}"
-    assert (cli_out / "report.md").read_text().startswith("# minirlhf run"), "--force should replace the old report"
+    assert (cli_out / "report.md").read_text().startswith("# minirlhf quick run"), "--force should replace the old report"
     checkpoint.load(str(cli_out / "models" / "ppo.npz"))  # the stand-in was replaced by the trained model
 
 
@@ -191,6 +220,35 @@ def test_training_stops_with_a_clear_error_on_nan():
 def test_invalid_optim_config_is_a_clear_error():
     with pytest.raises(ValueError, match="lr"):
         OptimConfig(lr=-1.0)
+
+
+# ---------------------------------------------------------------- the report's plots
+
+
+def test_training_curves_label_their_axes_and_say_they_are_smoothed():
+    histories = {"reward model": {"loss": np.linspace(0.7, 0.5, 30), "accuracy": np.linspace(0.5, 0.7, 30)},
+                 "ppo": {"objective/scores": np.arange(4.0)}}
+    fig = plots.training_curves(histories, report.PANELS)
+    assert "smoothed" in fig.get_suptitle(), "the figure should say its curves are moving averages"
+    for ax in fig.axes:
+        assert ax.get_ylabel() and ax.get_xlabel(), f"panel {ax.get_title()!r} needs both axis labels"
+    rm_labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "accuracy on training batches, vs labels" in rm_labels, "the RM's curve is not the held-out accuracy"
+    (line,) = [ln for ln in fig.axes[1].get_lines()]
+    assert line.get_xdata().tolist() == [0, 1, 2, 3], "a curve shorter than the window is drawn at its own steps"
+    steps = fig.axes[0].get_lines()[0].get_xdata()
+    assert steps[0] == 9 and steps[-1] == 29, "a smoothed point sits at the last step of its window"
+
+
+def test_gold_vs_proxy_legend_covers_no_bar():
+    row = lambda gold, proxy: {"gold_reward": gold, "proxy_reward": proxy}
+    metrics = {"pretrained": row(-0.9, -0.9), "sft": row(0.9, 0.9), "ppo": row(0.9, 2.0), "dpo": row(0.5, 1.5),
+               "best_of_n": row(0.4, 2.0)}
+    fig = plots.gold_vs_proxy(metrics)
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    for ax in fig.axes:
+        assert not legend.overlaps(ax.get_window_extent()), "the legend should sit outside the plotting area"
 
 
 # ---------------------------------------------------------------- checkpoints
