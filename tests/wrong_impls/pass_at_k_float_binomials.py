@@ -2,6 +2,7 @@
 from scipy.special import comb
 
 EXERCISE, HINT = "pass_at_k", "C(n, k) overflows a float for large n"
+WARNS = RuntimeWarning  # numpy warns of inf / inf, as it would the learner: expected, so the test catches it
 
 
 def pass_at_k(n, c, k):
