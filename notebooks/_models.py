@@ -2,7 +2,7 @@
 
 Each notebook trains its own stage and saves the result in notebooks/artifacts/ (a gitignored folder);
 the next notebook loads it. A notebook run on its own, on a fresh clone, finds nothing there and trains
-what it needs with the library, with the same configs and keys, so it gets the same kind of model.
+what it needs with the library, with the same configs and keys, so it gets the same model.
 
 Everything follows from one seed, `SEED` (0, or MINIRLHF_SEED from the environment: see _setup.py): the world,
 the evaluation prompts and every stage's key. A saved model's file name records its seed and configs, so the
@@ -50,14 +50,13 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 _PIPELINE = dataclasses.replace(PIPELINE, seed=SEED)
 
 # What made each saved model (minirlhf.store): pretrained, SFT and "rm" are the pipeline's own records, so
-# `base_models(SEED, cache="notebooks/artifacts")` and these functions read and write the same files.
-# "reward_model" is notebook 03's RM, trained step by step there and normalised on its own prompts, so it
-# is kept apart from the pipeline's "rm"; "ppo" is notebook 04's shorter run.
+# `base_models(SEED, cache="notebooks/artifacts")` and these functions read and write the same files. Notebook 03
+# runs the library's RM stage (`run_reward_model`) with the pipeline's key, so its RM is the pipeline's: one RM.
+# "ppo" is notebook 04's shorter run.
 MADE_BY = {
     "pretrained": shared.made_by("pretrained", _PIPELINE),
     "sft": shared.made_by("sft", _PIPELINE),
     "rm": shared.made_by("rm", _PIPELINE),
-    "reward_model": {**shared.made_by("rm", _PIPELINE), "stage": "reward_model"},
     "ppo": {**shared.made_by("rm", _PIPELINE), **store.record("ppo", ppo=PPO)},
 }
 
@@ -69,10 +68,10 @@ def save_model(name: str, params: dict) -> Path:
     return store.save(ARTIFACTS, MADE_BY[name], params, MODEL)
 
 
-def save_reward_model(rm_params: dict, pairs: dict, metrics: dict | None = None) -> Path:
-    """Notebook 03's normalised RM {"lm", "head"} and its training pairs, in one file."""
-    return store.save(ARTIFACTS, MADE_BY["reward_model"], {"rm": rm_params, "pairs": pairs}, MODEL,
-                      {"metrics": metrics or {}})
+def save_reward_model(rm_params: dict, pairs: dict, metrics: dict) -> Path:
+    """Notebook 03's `run_reward_model` results (normalised RM, training pairs, metrics), in the file that
+    `base_models` writes for this seed, in its layout: the experiments' cache and the notebooks hold one RM."""
+    return store.save(ARTIFACTS, MADE_BY["rm"], {"rm": rm_params, "pairs": pairs}, MODEL, {"metrics": metrics})
 
 
 def _announce(name: str, text: str) -> None:
@@ -96,11 +95,7 @@ def sft_model() -> dict:
 
 
 def _reward_model() -> tuple[dict, dict, dict]:
-    """(RM, pairs, metrics): notebook 03's when it saved one, else the pipeline's (trained here if need be)."""
-    found = store.load(ARTIFACTS, MADE_BY["reward_model"], MODEL)
-    if found is not None:
-        tree, extra = found
-        return tree["rm"], tree["pairs"], extra.get("metrics", {})
+    """(RM, pairs, metrics): notebook 03's, which is the library's stage; trained here when it is not saved."""
     _announce("rm", "no saved reward model: training one (as in notebook 03)")
     return shared.rm_and_pairs(_PIPELINE, WORLD, ARTIFACTS)
 
