@@ -47,6 +47,10 @@ class RunHelp(argparse.ArgumentDefaultsHelpFormatter):
             text = text.replace(FIELDS, "; ".join(f"{k}={v}" for k, v in overrides.fields(PipelineConfig()).items()))
         return super()._format_text(text)
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """Each paragraph of the epilog filled on its own, so same-seed, cache and fields stay apart."""
+        return "\n\n".join(super(RunHelp, self)._fill_text(p, width, indent) for p in text.split("\n\n"))
+
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.ArgumentDefaultsHelpFormatter

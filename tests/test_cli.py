@@ -122,7 +122,9 @@ class Frozen:
 def test_help_shows_defaults_same_seed_and_the_other_modules(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
+    shown = capsys.readouterr().out
+    assert "\n\nFields for --set" in shown, "the epilog's paragraphs (same seed, cache, fields) should stay apart"
+    text = " ".join(shown.split())
     assert "(default: runs/default)" in text and "ppo.beta=0.2;" in text, "--help should show the defaults"
     assert "same machine with the same package versions" in text and "another CPU" in text
     with pytest.raises(SystemExit):
