@@ -280,17 +280,19 @@ def test_the_notebooks_and_base_models_share_one_cache(fake, tmp_path, monkeypat
                          f"base_models' {name} model after the notebook saved one")
 
 
-def test_notebook_03s_reward_model_is_the_notebooks_but_not_base_models(fake, tmp_path, monkeypatch):
-    """Notebook 03 normalises its RM on prompts of its own: the notebooks use it, the experiments' cache does not."""
+def test_notebook_03s_reward_model_is_base_models(fake, tmp_path, monkeypatch):
+    """Notebook 03 saves run_reward_model's results where base_models looks: the notebooks and the experiments hold one RM."""
     nb = notebook_models(monkeypatch, tmp_path)
-    shared = base.base_models(0, nb.PIPELINE, cache=tmp_path)
-    mine = fake.reward_model(None, None, None, nb.MODEL, nb.RM)
-    nb.save_reward_model(mine[0], mine[1])
+    mine = fake.reward_model(None, None, None, nb.MODEL, nb.RM)  # (rm, pairs, metrics, history), as notebook 03 gets them
+    nb.save_reward_model(*mine[:3])
+    fake.reset()
+    got = base.base_models(0, nb.PIPELINE, cache=tmp_path)
+    assert fake.calls["rm"] == 0, "base_models should load the RM notebook 03 saved, not train another"
+    assert_same_tree(got.rm, mine[0], "base_models' RM")
+    assert_same_tree(got.pairs, mine[1], "base_models' RM pairs")
+    assert got.rm_metrics == mine[2]
     assert_same_tree(nb.reward_model_and_pairs(), mine[:2], "the notebooks' RM after notebook 03 saved one")
     assert_same_tree(nb.base().rm, mine[0], "_models.base()'s RM")
-    fake.reset()
-    assert_same_tree(base.base_models(0, nb.PIPELINE, cache=tmp_path).rm, shared.rm, "base_models' RM")
-    assert fake.calls == {"pretrain": 0, "sft": 0, "rm": 0}
 
 
 def test_the_notebooks_ppo_policy_is_trained_once_then_loaded(fake, tmp_path, monkeypatch):
