@@ -51,7 +51,7 @@ class WorldConfig:
     seed: int = 0
     heldout_fraction: float = 0.2  # share of math questions never used in SFT/RL, only to evaluate
     kind_probs: tuple[float, float, float] = (0.6, 0.15, 0.25)  # math, color, secret
-    demo_correct: float = 0.65  # demonstrator knows the right value this often (else guesses among all values, the right one included)
+    demo_correct: float = 0.65  # knows the right value this often; else guesses among all (may be right)
     demo_leak: float = 0.35  # ... and leaks the secret this often when asked for it
     demo_ramble: float = 0.3  # ... and appends chatter this often
     demo_confidence: tuple[float, float] = (0.25, 0.15)  # P(definitely), P(maybe), unrelated to correctness
