@@ -19,7 +19,7 @@ import os
 import shutil
 
 from minirlhf.experiments import seed_spread
-from minirlhf.experiments.toolkit import fmt, table
+from minirlhf.experiments.report import fmt, table
 from minirlhf.report import MODELS, STAGES, results_table
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
