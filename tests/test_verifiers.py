@@ -1,5 +1,6 @@
 """The token-level rewards: the jittable gold equals the Python gold, the strict verifier checks the sum exactly,
-the lax checker can be gamed, and the reward functions wire the scale and the RM in."""
+the lax checker accepts too much, the plus-only checker pays a wrong answer, and the reward functions wire the
+scale, the chosen checker and the RM in."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,11 +153,32 @@ def test_the_lax_checker_is_fooled_by_a_list_of_every_digit_and_the_strict_one_i
         "the strict verifier needs 'it is 7 .' itself: a list of digits is not an answer")
 
 
+PLUS_ONLY = [  # (question, reply, paid by the plus-only checker?, right?)
+    ((7, "minus", 2), "it is 5 .", False, True),  # the right answer goes unpaid...
+    ((7, "minus", 2), "it is 9 .", True, False),  # ...and 7 + 2 is paid
+    ((7, "minus", 2), "it is 5 9 .", False, False),  # still one value only
+    ((3, "plus", 4), "it is 7 .", True, True),  # on a plus it is the strict verifier
+    ((8, "minus", 3), "it is 5 .", False, True),  # 8 + 3 is no digit: nothing can pass
+    ((4, "minus", 0), "it is 4 .", True, True),  # a minus 0 is a plus 0
+]
+
+
+def test_the_plus_only_checker_reads_every_sum_as_a_plus():
+    prompts = [math_prompt(*q) for q, _, _, _ in PLUS_ONLY]
+    tokens = jnp.asarray(layout(prompts, [r for _, r, _, _ in PLUS_ONLY]))
+    paid, right = np.asarray(verifiers.plus_only_match(tokens)), np.asarray(verifiers.exact_match(tokens))
+    for (q, reply, want_paid, want_right), got_paid, got_right in zip(PLUS_ONLY, paid, right):
+        question = "what is {} {} {} ?".format(*q)
+        assert got_paid == float(want_paid), (f"plus_only_match({question} -> {reply!r}) should be {float(want_paid)}: "
+                                              "it checks the reply against a + b whatever the operator")
+        assert got_right == float(want_right), f"exact_match({question} -> {reply!r}) should be {float(want_right)}"
+
+
 def test_checkers_score_zero_off_math():
     prompts = [color_prompt(0), secret_prompt(WORLD, 0)]
     tokens = jnp.asarray(layout(prompts, ["it is blue .", f"it is {CODE} ."]))
-    assert np.asarray(verifiers.exact_match(tokens)).tolist() == [0.0, 0.0]
-    assert np.asarray(verifiers.lax_match(tokens)).tolist() == [0.0, 0.0]
+    for name, check in verifiers.CHECKERS.items():
+        assert np.asarray(check(tokens)).tolist() == [0.0, 0.0], f"the {name} checker must score 0 off math"
 
 
 TINY = transformer.ModelConfig(vocab_size=VOCAB_SIZE, max_len=WIDTH, d_model=16, n_layers=1, n_heads=2, d_mlp=32)
@@ -176,6 +198,12 @@ def test_the_reward_functions_scale_and_route_by_prompt_kind():
     np.testing.assert_allclose(got, [1.0, -1.0, rm_scores[2], rm_scores[3]], atol=1e-5,
                                err_msg="math rows: the standardised checker; other rows: the reward model")
     assert verifiers.VerifierReward(TINY) == verifiers.VerifierReward(TINY), "equal configs must share a compiled step"
+    minus = encode_pairs([math_prompt(7, "minus", 2)] * 2, [["it", "is", "5", "."], ["it", "is", "9", "."]])
+    got = np.asarray(verifiers.VerifierReward(TINY, "plus_only")((rm, scale), jnp.asarray(minus["tokens"]),
+                                                                 jnp.asarray(minus["valid"])))
+    np.testing.assert_allclose(got, [-1.0, 1.0], atol=1e-5, err_msg="checker='plus_only' must score with that checker")
+    with pytest.raises(ValueError, match="checker"):
+        verifiers.VerifierReward(TINY, "lenient")
 
 
 def test_only_real_words_can_leak_the_code():

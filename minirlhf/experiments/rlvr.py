@@ -7,15 +7,19 @@ lr, epochs, minibatches) and the same number of samples; only the reward differs
     gold_ppo   the gold reward itself, standardised on SFT samples as the RM is: RLHF with a perfect proxy
     rlvr_ppo   an exact-match verifier on math prompts (Lambert et al. 2024, Tülu 3), the RM on the others
     rlvr_grpo  the same reward with GRPO, G replies per prompt (DeepSeek-R1's pairing of checker and optimizer)
-    lax_ppo    a lax checker on math (the right digit anywhere in the reply), the RM elsewhere: a gameable verifier
+    plus_ppo   a buggy checker on math (every sum read as a plus), the RM elsewhere: a verifier that pays a wrong reply
 Each is measured on the pipeline's held-out prompts (math questions never trained on): gold ± se, exact KL to
-SFT, math accuracy and refusals (`evaluation.per_kind`), and pass@k on the held-out math questions from n
-samples each (Chen et al. 2021): does RL sharpen (pass@1 up) or teach (pass@k up at large k; Yue et al. 2025)?
+SFT, math accuracy and refusals (`evaluation.per_kind`), what it does where the plus-only checker is wrong, and
+pass@k on the held-out math questions from n samples each (Chen et al. 2021): does RL sharpen (pass@1 up) or teach
+(pass@k up at large k; Yue et al. 2025)? Where RLVR stops short, two probes say why: each policy's probability of
+the right digit on the sums it trained on against the held-out ones, and whether the pretrained model, asked in
+its own Q&A format, already knew the held-out sums.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import jax
@@ -24,39 +28,39 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minirlhf import grpo_rloo, ppo, verifiers
-from minirlhf.data import PROMPT_WIDTH
+from minirlhf.data import PROMPT_WIDTH, encode_pairs
 from minirlhf.evaluation import pass_at_k, per_kind
 from minirlhf.experiments.base import BaseModels
-from minirlhf.experiments.toolkit import (at, bars, eval_prompts, first_of_kinds, fmt, measure, question,
+from minirlhf.experiments.toolkit import (at, bars, eval_prompts, fmt, measure, question,
                                           response_text, result, seed_bases, spread_tree, table, train_group,
                                           train_ppo)
-from minirlhf.ops import numpy_rng
+from minirlhf.ops import numpy_rng, token_logprobs
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.policy_gradient import PGConfig
 from minirlhf.sampling import sample
-from minirlhf.tokenizer import DIGITS, encode
+from minirlhf.tokenizer import TOKEN_ID, encode
+from minirlhf.transformer import forward
 from minirlhf.world import math_prompt, sample_prompts
 
-METHODS = ("rm_ppo", "gold_ppo", "rlvr_ppo", "rlvr_grpo", "lax_ppo")
+METHODS = ("rm_ppo", "gold_ppo", "rlvr_ppo", "rlvr_grpo", "plus_ppo")
 LABELS = {"sft": "SFT", "rm_ppo": "PPO, RM", "gold_ppo": "PPO, gold", "rlvr_ppo": "RLVR, PPO",
-          "rlvr_grpo": "RLVR, GRPO", "lax_ppo": "lax checker, PPO"}
-SCALE_KEY, PASS_KEY = 101, 102
+          "rlvr_grpo": "RLVR, GRPO", "plus_ppo": "plus-only checker, PPO"}
+SCALE_KEY, PASS_KEY = 101, 102  # fold_in tags: the SFT draws that fit the scales, the pass@k draws
 GOAL = 0.85  # issue 14's target for RLVR's held-out math accuracy, on every seed
-DIGIT_IDS = np.array(encode(DIGITS))  # fold_in tags: the SFT draws that fit the scales, the pass@k draws
 
 
 @dataclass(frozen=True)
 class Config:
-    """Budgets of the comparison. Config() is the CLI's run, Config.small() the notebook's."""
+    """What is trained, how long, how it is measured. Config() is the CLI's run, Config.small() the notebook's."""
 
-    iterations: int = 40
-    """Iterations of every method (the pipeline's PPO runs 100; this keeps 3 seeds within 5 minutes on 2 cores)."""
-    batch_size: int = 64
-    """Responses per iteration for every method (GRPO: batch_size / group_size prompts)."""
-    group_size: int = 4
-    """G, replies per prompt for GRPO."""
     methods: tuple[str, ...] = METHODS
-    """Which rewards/optimizers to train."""
+    """Which rewards/optimizers to train, each from SFT with the same samples, beta and PPO settings."""
+    iterations: int = 80
+    """Iterations of every method (the pipeline's PPO runs 100); RLVR's accuracy on held-out sums still climbs at 40."""
+    batch_size: int = 64
+    """Replies sampled per iteration by every method (GRPO: batch_size / group_size prompts)."""
+    group_size: int = 4
+    """G, GRPO's replies per prompt."""
     n_eval: int = 512
     """Held-out prompts each policy answers (the pipeline's)."""
     n_scale: int = 512
@@ -64,7 +68,7 @@ class Config:
     pass_samples: int = 64
     """n, samples per held-out math question for pass@k (k runs over powers of 2 up to n)."""
     n_shown: int = 6
-    """Held-out math replies of the lax-checker policy kept to read."""
+    """How many of the plus-only policy's commonest replies to the gameable held-out sums are kept to read."""
     pipeline: PipelineConfig = PipelineConfig()
     """Pretraining, SFT, the RM and PPO's other settings, as the pipeline runs them."""
 
@@ -76,8 +80,8 @@ class Config:
 
     @classmethod
     def small(cls) -> "Config":
-        """The notebook's budget: 20 iterations, 256 held-out prompts, 16 samples per question for pass@k."""
-        return cls(iterations=20, n_eval=256, pass_samples=16)
+        """The notebook's budget: 30 iterations, 256 held-out prompts, 16 samples per question for pass@k."""
+        return cls(iterations=30, n_eval=256, pass_samples=16)
 
     @property
     def ks(self) -> list[int]:
@@ -105,12 +109,12 @@ def rewards(base: BaseModels, cfg: Config) -> dict[str, tuple]:
     is_math = np.array([p.kind == "math" for p in prompts])
     gold = verifiers.standardise(np.asarray(verifiers.gold_tokens(gen.tokens, secret)))
     strict = verifiers.standardise(np.asarray(verifiers.exact_match(gen.tokens))[is_math])
-    lax = verifiers.standardise(np.asarray(verifiers.lax_match(gen.tokens))[is_math])
+    plus_only = verifiers.standardise(np.asarray(verifiers.plus_only_match(gen.tokens))[is_math])
     model = base.cfg.model
     return {"gold_ppo": (verifiers.GoldReward(), {"secret": secret, **gold}),
             "rlvr_ppo": (verifiers.VerifierReward(model), (base.rm, strict)),
             "rlvr_grpo": (verifiers.VerifierReward(model), (base.rm, strict)),
-            "lax_ppo": (verifiers.VerifierReward(model, lax=True), (base.rm, lax))}
+            "plus_ppo": (verifiers.VerifierReward(model, "plus_only"), (base.rm, plus_only))}
 
 
 def train(method: str, base: BaseModels, cfg: Config, reward: tuple | None) -> tuple[dict, dict]:
@@ -133,42 +137,88 @@ def pass_curve(params: dict, base: BaseModels, cfg: Config) -> list[float]:
     return [float(np.mean([pass_at_k(n, int(c), k) for c in counts])) for k in cfg.ks]
 
 
+QUIZ = "<bos> question : what is {} {} {} ? reply : it is"  # how pretraining's Q&A pages ask a sum (`world._quiz`)
+
+
+def answer_probs(params: dict, model_cfg, questions: list[tuple]) -> np.ndarray:
+    """P(each question's right digit | "<prompt> it is"), [Q]: how sure the policy is of a sum, without sampling."""
+    prompts = [math_prompt(*q) for q in questions]
+    batch = encode_pairs(prompts, [["it", "is", p.answer[0], "."] for p in prompts])
+    tokens = jnp.asarray(batch["tokens"])
+    logprobs = token_logprobs(forward(params, tokens, jnp.asarray(batch["valid"]), model_cfg).logits, tokens)  # [Q, T]
+    return np.exp(np.asarray(logprobs[:, PROMPT_WIDTH + 2]))  # the digit after "it is"
+
+
+def pretraining_knows(base: BaseModels) -> float:
+    """The share of held-out sums whose right digit is the pretrained model's favourite next word after a Q&A page's
+    "question : what is a op b ? reply : it is": what pretraining stored, in the format it was stored in."""
+    questions = base.world.heldout_math
+    tokens = jnp.asarray([encode(QUIZ.format(*q)) for q in questions])  # [Q, T], one length: no padding
+    logits = forward(base.pretrained, tokens, jnp.ones_like(tokens, bool), base.cfg.model).logits[:, -1]  # [Q, V]
+    right = np.array([TOKEN_ID[math_prompt(*q).answer[0]] for q in questions])  # [Q]
+    return float(np.mean(np.asarray(logits).argmax(axis=-1) == right))
+
+
+def gameable(tokens: np.ndarray) -> np.ndarray:
+    """Rows asking "a minus b" where a + b is another digit: where the plus-only checker pays a wrong answer, [B]."""
+    prompt = jnp.asarray(tokens)[:, :PROMPT_WIDTH]
+    right, paid = verifiers.read_prompts(prompt).answer, verifiers.plus_only_prompts(prompt).answer
+    return np.asarray((paid != verifiers.NO_WORD) & (paid != right))
+
+
+def mean_where(values: np.ndarray, rows: np.ndarray) -> float:
+    """The mean of values[rows]; NaN where no row is selected (a few held-out prompts may hold no gameable sum)."""
+    return float(values[rows].mean()) if rows.any() else float("nan")
+
+
 def measure_policy(params: dict, base: BaseModels, prompts: list, cfg: Config) -> tuple[dict, dict]:
-    """toolkit.measure's figures, per kind, both checkers' pass rates on math, the share of math replies that
-    write two digits or more (how a lax checker is gamed), and pass@k."""
+    """toolkit.measure's figures, per kind, each checker's pass rate on math; on the gameable questions (`gameable`)
+    the share answered a + b (paid by the plus-only checker, wrong), the share answered right and their gold; pass@k."""
     figures, ev = measure(params, base, prompts)
-    math = np.array([p.kind == "math" for p in prompts])
-    tokens = jnp.asarray(ev["tokens"])
-    words = np.asarray(verifiers.response_words(tokens[:, PROMPT_WIDTH:])[0])[math]  # [math rows, R]
-    checks = {"strict_pass": float(np.asarray(verifiers.exact_match(tokens))[math].mean()),
-              "lax_pass": float(np.asarray(verifiers.lax_match(tokens))[math].mean()),
-              "lists_digits": float(np.mean(np.isin(words, DIGIT_IDS).sum(axis=1) >= 2))}  # the lax checker's hack
-    return figures | checks | {"per_kind": per_kind(base.world, prompts, ev["tokens"]),
-                               "pass_at_k": pass_curve(params, base, cfg)}, ev
+    math, tokens = np.array([p.kind == "math" for p in prompts]), jnp.asarray(ev["tokens"])
+    passes = {name: np.asarray(check(tokens)) for name, check in verifiers.CHECKERS.items()}  # [B] each
+    hole = gameable(ev["tokens"])
+    checks = {f"{name}_pass": float(v[math].mean()) for name, v in passes.items()}
+    checks |= {"games_minus": mean_where(passes["plus_only"], hole),
+               "right_on_gameable": mean_where(passes["strict"], hole), "gold_on_gameable": mean_where(ev["gold"], hole)}
+    sure = {f"sure_{split}": float(answer_probs(params, base.cfg.model, qs).mean())
+            for split, qs in (("train", base.world.train_math), ("heldout", base.world.heldout_math))}
+    return figures | checks | sure | {"per_kind": per_kind(base.world, prompts, ev["tokens"]),
+                                      "pass_at_k": pass_curve(params, base, cfg)}, ev
+
+
+def decode_hack(prompts: list, ev: dict, n_shown: int) -> dict:
+    """The commonest replies of a policy to the gameable held-out questions, each with its count, its gold and the
+    strict verifier's verdict: what the plus-only checker taught, read."""
+    rows = np.flatnonzero(gameable(ev["tokens"]))
+    texts = [f"{question(prompts[i])} -> {t}" for i, t in zip(rows, response_text(ev["tokens"][rows]))]
+    strict = np.asarray(verifiers.exact_match(jnp.asarray(ev["tokens"][rows])))  # [rows]
+    first = {t: k for k, t in reversed(list(enumerate(texts)))}  # one row of each distinct reply
+    return {"gameable": len(rows), "common": [
+        {"reply": t, "count": n, "gold": float(ev["gold"][rows[first[t]]]), "strict": float(strict[first[t]])}
+        for t, n in Counter(texts).most_common(n_shown)]}
 
 
 def run_seed(cfg: Config, base: BaseModels) -> dict:
     """Train every method from these base models and measure it on the held-out prompts; one seed's result."""
     prompts = eval_prompts(base, cfg.n_eval)
     reward = rewards(base, cfg)
-    out = {"sft": measure_policy(base.sft, base, prompts, cfg)[0]}
+    out = {"sft": measure_policy(base.sft, base, prompts, cfg)[0], "pretrained": {"knows": pretraining_knows(base)}}
     for method in cfg.methods:
         start = time.perf_counter()
         params, history = train(method, base, cfg, reward.get(method))
         seconds = time.perf_counter() - start
         out[method], ev = measure_policy(params, base, prompts, cfg)
         out[method] |= {"gold_curve": history["objective/gold"].tolist(), "seconds": round(seconds, 1)}
-        if method == "lax_ppo":
-            shown = first_of_kinds(prompts, {"math": cfg.n_shown})
-            out[method]["shown"] = [{"question": question(prompts[i]), "reply": text, "gold": float(ev["gold"][i])}
-                                    for i, text in zip(shown, response_text(ev["tokens"][shown]))]
+        if method == "plus_ppo":
+            out[method]["hack"] = decode_hack(prompts, ev, cfg.n_shown)
     return out
 
 
 def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict | None = None) -> dict:
     per_seed = {str(seed): run_seed(cfg, base) for seed, base in seed_bases(cfg, seeds, cache, bases)}
     agg = spread_tree(list(per_seed.values()))
-    for name in agg:  # pass@k is a curve: its spread point by point
+    for name in ("sft", *cfg.methods):  # pass@k is a curve: its spread point by point
         agg[name]["pass_at_k"] = [spread_tree([{"p": s[name]["pass_at_k"][j]} for s in per_seed.values()])["p"]
                                   for j in range(len(cfg.ks))]
     return result("rlvr", cfg, per_seed, agg, ks=cfg.ks, beta=cfg.pipeline.ppo.beta)
@@ -199,39 +249,52 @@ def plot(result: dict) -> plt.Figure:
     return fig
 
 
+def per_seed(seeds: dict, path: str, spec: str = "{:.2f}") -> str:
+    """One figure of every seed as "a / b / c", read at `path` (e.g. "rlvr_ppo/sure_train")."""
+    return " / ".join(spec.format(at(s, path)) for s in seeds.values())
+
+
 def summary(result: dict) -> str:
     agg, c, seeds = result["aggregate"], result["config"], result["seeds"]
     names = [n for n in LABELS if n in agg]
     pct = lambda x: f"{100 * x:.0f}%"
     lines = [f"**RLVR and the perfect-reward control** ({c['iterations']} iterations x {c['batch_size']} replies, "
              f"beta {c['beta']}, GRPO G = {c['group_size']}; {len(seeds)} seed(s); {c['n_eval']} held-out prompts)", ""]
-    rows = [[LABELS[n], " / ".join(pct(s[n]["per_kind"]["math"]["right"]) for s in seeds.values()),
-             " / ".join(pct(s[n]["per_kind"]["math"]["refuses"]) for s in seeds.values()),
+    rows = [[LABELS[n], per_seed(seeds, f"{n}/per_kind/math/right", "{:.0%}"),
+             per_seed(seeds, f"{n}/per_kind/math/refuses", "{:.0%}"),
              " / ".join(f"{s[n]['gold']:.2f} ± {s[n]['gold_se']:.2f}" for s in seeds.values()),
-             " / ".join(f"{s[n]['kl']:.2f}" for s in seeds.values())] for n in names]
+             per_seed(seeds, f"{n}/kl")] for n in names]
     lines += table(["policy (per seed)", "right on held-out sums", "refuses sums", "gold ± se", "KL to SFT"], rows)
     lines += ["", *table(["policy (over seeds)", "right on held-out sums", "gold", "KL to SFT"],
                          [[LABELS[n], fmt(agg[n]["per_kind"]["math"]["right"]), fmt(agg[n]["gold"]),
                            fmt(agg[n]["kl"], 2)] for n in names])]
     if "rlvr_ppo" in agg:
         right = [s["rlvr_ppo"]["per_kind"]["math"]["right"] for s in seeds.values()]
-        curves = np.array([s["rlvr_ppo"]["gold_curve"] for s in seeds.values()])  # [seeds, iterations]
-        tenth = max(1, curves.shape[1] // 10)
-        lines += ["", f"RLVR (PPO) is right on at least {pct(GOAL)} of held-out sums on {sum(r >= GOAL for r in right)} "
-                      f"of {len(right)} seed(s) (lowest {pct(min(right))}); the gold of its training samples went from "
-                      f"{curves[:, :tenth].mean():.2f} (first tenth of the run) to {curves[:, -tenth:].mean():.2f} "
-                      f"(last tenth), mean over seeds."]
+        reached = sum(r >= GOAL for r in right)
+        lines += ["", f"RLVR (PPO) is right on at least {pct(GOAL)} of held-out sums on {reached} of {len(right)} "
+                      f"seed(s) (lowest {pct(min(right))}). Where it stops, per seed: its probability of "
+                      f"the right digit after \"it is\" is {per_seed(seeds, 'rlvr_ppo/sure_train')} on the sums it "
+                      f"trained on and {per_seed(seeds, 'rlvr_ppo/sure_heldout')} on the held-out ones (SFT: "
+                      f"{per_seed(seeds, 'sft/sure_train')} and {per_seed(seeds, 'sft/sure_heldout')}); asked in "
+                      "pretraining's Q&A format, the pretrained model's favourite next word is the right digit on "
+                      f"{per_seed(seeds, 'pretrained/knows', '{:.0%}')} of the held-out sums."]
     lines += ["", f"pass@k on the held-out sums (n = {c['ks'][-1]} samples per question; mean over seeds):", "",
               *table(["policy", *[f"k={k}" for k in c["ks"]]],
                      [[LABELS[n], *[f"{p['mean']:.2f}" for p in agg[n]["pass_at_k"]]] for n in names])]
     lines += ["", "Sharpen or teach: pass@1 / pass@" + str(c["ks"][-1]) + " = " + ", ".join(
         f"{LABELS[n]} {agg[n]['pass_at_k'][0]['mean']:.2f} / {agg[n]['pass_at_k'][-1]['mean']:.2f}" for n in names) + "."]
-    if "lax_ppo" in agg:
-        lax = agg["lax_ppo"]
-        lines += ["", f"The lax checker's policy passes its own check on {pct(lax['lax_pass']['mean'])} of held-out "
-                      f"sums and the strict one on {pct(lax['strict_pass']['mean'])}; {pct(lax['lists_digits']['mean'])} "
-                      f"of its replies write two digits or more (SFT: {pct(agg['sft']['lists_digits']['mean'])}). "
-                      f"What it writes (seed {next(iter(seeds))}):", ""]
-        lines += [f"- `{d['question']}` → `{d['reply']}` (gold {d['gold']:+.1f})"
-                  for d in next(iter(seeds.values()))["lax_ppo"]["shown"]]
+    if "plus_ppo" in agg:
+        lines += ["", "The plus-only checker (every sum read as a plus) on the held-out \"a minus b\" questions where "
+                      "a + b is another digit: the share answered a + b (paid by it, wrong), answered right, and their "
+                      "gold, per seed:",
+                  "", *table(["policy (per seed)", "answers a + b", "answers right", "gold there"],
+                             [[LABELS[n], per_seed(seeds, f"{n}/games_minus", "{:.0%}"),
+                               per_seed(seeds, f"{n}/right_on_gameable", "{:.0%}"),
+                               per_seed(seeds, f"{n}/gold_on_gameable", "{:+.2f}")] for n in names])]
+        for seed, s in seeds.items():
+            hack = s["plus_ppo"]["hack"]
+            lines += ["", f"Seed {seed}: the plus-only policy's commonest replies to the {hack['gameable']} gameable "
+                          "held-out prompts (count, gold, strict verdict):", ""]
+            lines += [f"- `{d['reply']}` ({d['count']}x, gold {d['gold']:+.1f}, strict {d['strict']:.0f})"
+                      for d in hack["common"]]
     return "\n".join(lines)
