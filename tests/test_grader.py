@@ -217,3 +217,21 @@ def test_classroom_workflow_has_a_step_per_exercise_worth_its_points():
     for ex in EXERCISES:
         assert f"--only {ex.name} --require-pass" in workflow
     assert sum(int(line.split(":")[1]) for line in workflow.splitlines() if "max-score:" in line) == MAX_SCORE
+
+
+def test_outside_a_checkout_solutions_and_exercises_are_generated_from_the_library(tmp_path, monkeypatch):
+    """After `pip install .` there is no solutions/ folder beside the package: the grader writes the same files the
+    course repository's generator writes, from the installed library, and grades those."""
+    import minirlhf.grade as grade
+    from minirlhf.grade.make_exercises import render_all
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(grade, "REPO_ROOT", tmp_path / "no-checkout")
+    for kind in ("solutions", "exercises"):
+        folder = grade.resolve_impl(kind)
+        assert folder.name == kind and folder.parent != tmp_path, f"{kind} should be generated in a fresh folder"
+        written = {f"{kind}/{p.name}": p.read_text() for p in folder.glob("*.py")}
+        assert written == {k: v for k, v in render_all().items() if k.startswith(f"{kind}/")}, (
+            f"the generated {kind}/ should be exactly what make_exercises writes")
+    with pytest.raises(FileNotFoundError, match="no folder 'mine'"):
+        grade.resolve_impl("mine")

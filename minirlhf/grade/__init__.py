@@ -28,6 +28,7 @@ import queue
 import re
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -48,14 +49,31 @@ NAME_WIDTH = 2 + max(len(e.name) for e in EXERCISES)  # the exercise column of t
 
 def resolve_impl(impl: str | os.PathLike) -> Path:
     """A folder of stage modules: PATH as given, else found from here, from the folder above (a notebook in
-    notebooks/ finds ../exercises) or in the course repository this package sits in."""
+    notebooks/ finds ../exercises) or in the course repository this package sits in. Outside a checkout (after
+    `pip install .`), `solutions` and `exercises` are generated from the installed library, as the course
+    repository's own are (make_exercises), into a fresh temporary folder."""
     path = Path(impl)
     places = list(dict.fromkeys([Path.cwd(), Path.cwd().parent, REPO_ROOT])) if not path.is_absolute() else [Path("/")]
     for place in places:
         if (place / path).is_dir():
             return (place / path).resolve()
+    if str(impl) in ("solutions", "exercises"):
+        return generated(str(impl))
     raise FileNotFoundError(f"no folder {str(impl)!r} (looked in {', '.join(map(str, places))}); pass a folder "
                             f"holding one module per stage ({', '.join(f'{s}.py' for s in STAGES)})")
+
+
+def generated(kind: str) -> Path:
+    """`solutions/` or `exercises/` written from the installed library into a temporary folder; its path."""
+    from minirlhf.grade.make_exercises import render_all
+
+    root = Path(tempfile.mkdtemp(prefix="minirlhf-course-"))
+    for name, text in render_all().items():
+        if name.startswith(f"{kind}/"):
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+    print(f"no {kind}/ folder here: grading the {kind} generated from the installed library, in {root / kind}")
+    return root / kind
 
 
 # ---------------------------------------------------------------- the worker process
