@@ -14,7 +14,7 @@ from minirlhf.experiments import rlvr
 from minirlhf.experiments.base import BaseModels
 from minirlhf.pipeline import PipelineConfig, stage_keys
 from minirlhf.tokenizer import TOKEN_ID, VOCAB_SIZE
-from minirlhf.world import make_world, math_prompt
+from minirlhf.world import make_world, math_prompt, pretraining_corpus
 
 SMALL = transformer.ModelConfig(vocab_size=VOCAB_SIZE, max_len=PROMPT_WIDTH + RESPONSE_WIDTH, d_model=16,
                                 n_layers=1, n_heads=2, d_mlp=32)
@@ -81,3 +81,12 @@ def test_answer_probs_reads_the_digit_right_after_it_is(base):
     want = after_it_is[np.arange(len(prompts)), [TOKEN_ID[p.answer[0]] for p in prompts]]
     np.testing.assert_allclose(rlvr.answer_probs(base.sft, SMALL, questions), want, rtol=1e-4, err_msg=(
         "answer_probs must be the probability of the right digit as the word right after 'it is'"))
+
+
+def test_the_knowledge_probe_asks_in_the_corpus_own_qa_format():
+    world = make_world()
+    docs = [" ".join(d) for d in pretraining_corpus(world, np.random.default_rng(0), 300)]
+    quiz = rlvr.QUIZ.removeprefix("<bos> ").format(3, "plus", 4).split("3 plus 4")  # the text around the sum
+    assert any(quiz[0] in d and quiz[1] in d for d in docs), (
+        f"rlvr.QUIZ ({rlvr.QUIZ!r}) must ask a sum the way pretraining's Q&A pages do, or the probe measures a format "
+        "the model never saw")
