@@ -4,19 +4,24 @@
 
 Taught in notebooks/04_ppo.ipynb.
 Functions: kl_estimate, kl_shaped_rewards, gae, masked_whiten, policy_loss, value_loss,
-adaptive_kl_controller, exact_kl.
+adaptive_kl_controller, exact_kl, minibatch_rows, update_epochs.
 Grade them: `python -m minirlhf.grade --impl exercises`; one at a time in a notebook:
 `from minirlhf.grade import check; check("kl_estimate")`.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf.ops import masked_mean, shift_to_next_token
+from minirlhf.policy_gradient import PGConfig, update
 from minirlhf.ppo_losses import AdaptiveKLConfig, KLState, KL_ESTIMATORS
+from minirlhf.training import TrainState
+from minirlhf.transformer import ModelConfig
 
 
 def kl_estimate(log_ratio: Float[Array, "..."], estimator: str) -> Float[Array, "..."]:
@@ -167,3 +172,30 @@ def exact_kl(
         'exact_kl: not implemented yet; '
         'see notebooks/04_ppo.ipynb, section "Measuring KL exactly"'
     )
+
+
+def minibatch_rows(key: jax.Array, cfg: PGConfig) -> Int[Array, "minibatches minibatch"]:
+    """Shuffle whole groups (a minibatch holds complete groups; with G = 1, single rows), then list their rows.
+
+    Returns [minibatches, batch_size / minibatches] row indices: a random order of the n_prompts groups
+    (jax.random.permutation), split into cfg.minibatches equal parts, each group g standing for its rows g *
+    group_size + j, j = 0 .. group_size - 1 (with group_size = 1, a shuffle of the rows).
+
+    Exercise (2 points): notebooks/04_ppo.ipynb, section "Training".
+    Check it: `from minirlhf.grade import check; check("minibatch_rows")`.
+    """
+    raise NotImplementedError('minibatch_rows: not implemented yet; see notebooks/04_ppo.ipynb, section "Training"')
+
+
+def update_epochs(state: TrainState, batch, key: jax.Array, loss_fn: Callable, model_cfg: ModelConfig,
+                  cfg: PGConfig) -> tuple[TrainState, dict]:
+    """ppo_epochs passes over the batch in shuffled minibatches; returns the state and each metric's mean.
+
+    For each of cfg.ppo_epochs epochs, with its own key from jax.random.split(key, cfg.ppo_epochs): for each row
+    set of minibatch_rows(key_epoch, cfg), one `update` step. Returns the final state and, per metric, the mean
+    over all ppo_epochs * minibatches steps as a Python float.
+
+    Exercise (3 points): notebooks/04_ppo.ipynb, section "Training".
+    Check it: `from minirlhf.grade import check; check("update_epochs")`.
+    """
+    raise NotImplementedError('update_epochs: not implemented yet; see notebooks/04_ppo.ipynb, section "Training"')

@@ -25,12 +25,12 @@ def exact_match(tokens: Int[Array, "batch seq"], prompt_width: int = PROMPT_WIDT
     is not this checker's business). A reply counts when it is formatted (EOS came, no special token after the
     answer) and its one-word value is the right one; returns float32 [batch].
 
-    Exercise (2 points): notebooks/10_verifiable_rewards.ipynb, section "2. Two checkers, read from the tokens".
+    Exercise (2 points): notebooks/10_verifiable_rewards.ipynb, section "2. Three checkers, read from the tokens".
     Check it: `from minirlhf.grade import check; check("exact_match")`.
     """
     raise NotImplementedError(
         'exact_match: not implemented yet; '
-        'see notebooks/10_verifiable_rewards.ipynb, section "2. Two checkers, read from the tokens"'
+        'see notebooks/10_verifiable_rewards.ipynb, section "2. Three checkers, read from the tokens"'
     )
 
 

@@ -4,19 +4,24 @@
 
 Taught in notebooks/04_ppo.ipynb.
 Functions: kl_estimate, kl_shaped_rewards, gae, masked_whiten, policy_loss, value_loss,
-adaptive_kl_controller, exact_kl.
+adaptive_kl_controller, exact_kl, minibatch_rows, update_epochs.
 Grade them: `python -m minirlhf.grade --impl solutions`; one at a time in a notebook:
 `from minirlhf.grade import check; check("kl_estimate")`.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf.ops import masked_mean, shift_to_next_token
+from minirlhf.policy_gradient import PGConfig, update
 from minirlhf.ppo_losses import AdaptiveKLConfig, KLState, KL_ESTIMATORS
+from minirlhf.training import TrainState
+from minirlhf.transformer import ModelConfig
 
 
 def kl_estimate(log_ratio: Float[Array, "..."], estimator: str) -> Float[Array, "..."]:
@@ -208,4 +213,41 @@ def exact_kl(
         return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
 
     return shift_to_next_token(kl, logits_p, logits_q)  # [B, T]
+    ### END SOLUTION
+
+
+def minibatch_rows(key: jax.Array, cfg: PGConfig) -> Int[Array, "minibatches minibatch"]:
+    """Shuffle whole groups (a minibatch holds complete groups; with G = 1, single rows), then list their rows.
+
+    Returns [minibatches, batch_size / minibatches] row indices: a random order of the n_prompts groups
+    (jax.random.permutation), split into cfg.minibatches equal parts, each group g standing for its rows g *
+    group_size + j, j = 0 .. group_size - 1 (with group_size = 1, a shuffle of the rows).
+
+    Exercise (2 points): notebooks/04_ppo.ipynb, section "Training".
+    Check it: `from minirlhf.grade import check; check("minibatch_rows")`.
+    """
+    ### BEGIN SOLUTION
+    groups = jax.random.permutation(key, cfg.n_prompts).reshape(cfg.minibatches, -1)  # [M, prompts / M]
+    return (groups[:, :, None] * cfg.group_size + jnp.arange(cfg.group_size)).reshape(cfg.minibatches, -1)
+    ### END SOLUTION
+
+
+def update_epochs(state: TrainState, batch, key: jax.Array, loss_fn: Callable, model_cfg: ModelConfig,
+                  cfg: PGConfig) -> tuple[TrainState, dict]:
+    """ppo_epochs passes over the batch in shuffled minibatches; returns the state and each metric's mean.
+
+    For each of cfg.ppo_epochs epochs, with its own key from jax.random.split(key, cfg.ppo_epochs): for each row
+    set of minibatch_rows(key_epoch, cfg), one `update` step. Returns the final state and, per metric, the mean
+    over all ppo_epochs * minibatches steps as a Python float.
+
+    Exercise (3 points): notebooks/04_ppo.ipynb, section "Training".
+    Check it: `from minirlhf.grade import check; check("update_epochs")`.
+    """
+    ### BEGIN SOLUTION
+    step_metrics = []
+    for key_epoch in jax.random.split(key, cfg.ppo_epochs):
+        for rows in minibatch_rows(key_epoch, cfg):
+            state, metrics = update(state, batch, rows, cfg, loss_fn, model_cfg)
+            step_metrics.append(metrics)
+    return state, {k: float(np.mean([m[k] for m in step_metrics])) for k in step_metrics[0]}
     ### END SOLUTION

@@ -33,6 +33,8 @@ STAGES: dict[str, Stage] = {
     "sft": Stage("notebooks/02_sft.ipynb", "Stage 2, supervised fine-tuning"),
     "reward_model": Stage("notebooks/03_reward_model.ipynb", "Stage 3, the reward model"),
     "ppo": Stage("notebooks/04_ppo.ipynb", "Stage 4, PPO"),
+    "reward_hacking": Stage("notebooks/05_reward_hacking.ipynb",
+                            "Stage 5, reward hacking: best-of-n's gold for every n from one set of draws"),
     "dpo": Stage("notebooks/07_dpo.ipynb", "Stage 7, direct preference optimization"),
     "best_of_n": Stage("notebooks/07_dpo.ipynb", "Stage 7b, best-of-n"),
     "optimum": Stage("notebooks/07_dpo.ipynb", "Stage 7c, the exact KL-regularised optimum"),
@@ -76,6 +78,17 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("value_loss", "minirlhf.ppo_losses", "ppo", 2, "The clipped value loss"),
     Exercise("adaptive_kl_controller", "minirlhf.ppo_losses", "ppo", 2, "The adaptive KL controller"),
     Exercise("exact_kl", "minirlhf.ops", "ppo", 2, "Measuring KL exactly"),
+    Exercise("minibatch_rows", "minirlhf.policy_gradient", "ppo", 2, "Training",
+             "Returns [minibatches, batch_size / minibatches] row indices: a random order of the n_prompts "
+             "groups (jax.random.permutation), split into cfg.minibatches equal parts, each group g standing for "
+             "its rows g * group_size + j, j = 0 .. group_size - 1 (with group_size = 1, a shuffle of the rows)."),
+    Exercise("update_epochs", "minirlhf.policy_gradient", "ppo", 3, "Training",
+             "For each of cfg.ppo_epochs epochs, with its own key from jax.random.split(key, cfg.ppo_epochs): "
+             "for each row set of minibatch_rows(key_epoch, cfg), one `update` step. Returns the final state "
+             "and, per metric, the mean over all ppo_epochs * minibatches steps as a Python float."),
+    # ---- reward hacking
+    Exercise("best_of_n_mean", "minirlhf.experiments.toolkit", "reward_hacking", 2,
+             "Best-of-n, for every n at once"),
     # ---- DPO
     Exercise("sequence_logprobs", "minirlhf.dpo", "dpo", 2, "Sequence log-probs"),
     Exercise("preference_loss", "minirlhf.dpo", "dpo", 3, "The DPO, cDPO and IPO losses",
@@ -102,7 +115,7 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("leave_one_out_advantages", "minirlhf.grpo_rloo", "grpo_rloo", 2,
              "2. GRPO and RLOO: the group is the baseline"),
     # ---- RLVR
-    Exercise("exact_match", "minirlhf.verifiers", "rlvr", 2, "2. Two checkers, read from the tokens",
+    Exercise("exact_match", "minirlhf.verifiers", "rlvr", 2, "2. Three checkers, read from the tokens",
              "read_prompts gives each row's prompt kind and the token id of its right value (a op b for a sum); "
              "parse_tokens reads each reply as world.parse_response does (pass jnp.full(3, NO_WORD) as the secret: "
              "a leak is not this checker's business). A reply counts when it is formatted (EOS came, no special "

@@ -1,13 +1,16 @@
 """Checks for PPO's pieces: KL estimates, shaped rewards, GAE, whitening, the two clipped losses, the KL
-controller, and the exact KL used to measure a policy."""
+controller, the exact KL used to measure a policy, and the update loop (epochs x shuffled minibatches)."""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from minirlhf.grade.checks.common import (CheckFailed, Mistake, check_for, compare, expect, expect_raises, expect_traceable,
                                     f32, in_layout, mask_of, np_log_softmax, reference, response_layout, rng)
+from minirlhf.policy_gradient import PGConfig, optimizer, update
 from minirlhf.ppo_losses import AdaptiveKLConfig, KLState
+from minirlhf.training import TrainState
 
 P, R = 3, 6  # prompt and response width of every per-token case here: arrays are [4, 9]
 
@@ -358,3 +361,98 @@ def check_exact_kl(fn) -> str:
         ])
     expect_traceable(lambda a, b: fn(a, b, 0.8), (jnp.asarray(lp), jnp.asarray(lq)))
     return f"{len(cases)} cases"
+
+
+# ---------------------------------------------------------------- the update loop: epochs x minibatches
+
+
+def _rows_variant(key, cfg, shuffle="groups", layout="consecutive"):
+    """minibatch_rows with a mistake: rows shuffled singly (not in groups), a group's rows strided, no shuffle."""
+    if shuffle == "rows":
+        return jax.random.permutation(key, cfg.batch_size).reshape(cfg.minibatches, -1)
+    groups = (jax.random.permutation(key, cfg.n_prompts) if shuffle == "groups"
+              else jnp.arange(cfg.n_prompts)).reshape(cfg.minibatches, -1)  # [M, prompts / M]
+    members = jnp.arange(cfg.group_size)
+    rows = (groups[:, :, None] * cfg.group_size + members if layout == "consecutive"
+            else groups[:, :, None] + members * cfg.n_prompts)  # [M, prompts / M, G]
+    return rows.reshape(cfg.minibatches, -1)
+
+
+LOOP_CONFIGS = {  # name -> PGConfig fields: B responses, G per prompt, E epochs, M minibatches
+    "B=8, G=1, 2 epochs x 2 minibatches": dict(batch_size=8, group_size=1, ppo_epochs=2, minibatches=2),
+    "B=12, G=3, 1 epoch x 2 minibatches": dict(batch_size=12, group_size=3, ppo_epochs=1, minibatches=2),
+    "B=16, G=2, 3 epochs x 4 minibatches": dict(batch_size=16, group_size=2, ppo_epochs=3, minibatches=4),
+    "B=6, G=1, 1 epoch x 1 minibatch": dict(batch_size=6, group_size=1, ppo_epochs=1, minibatches=1),
+}
+
+
+@check_for("minibatch_rows")
+def check_minibatch_rows(fn) -> str:
+    for seed, (case, fields) in enumerate(LOOP_CONFIGS.items()):
+        cfg, key = PGConfig(**fields), jax.random.PRNGKey(seed)
+        got, want = fn(key, cfg), reference("minibatch_rows")(key, cfg)
+        wrong = lambda **kw: (lambda: _rows_variant(key, cfg, **kw))
+        expect(got, want, case, [
+            Mistake("shuffle whole GROUPS, not single rows: GRPO's and RLOO's advantages compare the responses of "
+                    "one prompt, so a minibatch must hold every row of each of its groups (permute "
+                    "range(cfg.n_prompts), then expand each group to its rows)", wrong(shuffle="rows")),
+            Mistake("a group's rows are consecutive: group g is rows g * group_size + j, j = 0 .. group_size - 1 "
+                    "(the batch repeats each prompt group_size times in a row)", wrong(layout="strided")),
+            Mistake("the rows are not shuffled: draw the order with jax.random.permutation(key, ...), so each "
+                    "epoch's minibatches mix differently", wrong(shuffle="none")),
+        ])
+        if not np.array_equal(np.sort(np.asarray(got).reshape(-1)), np.arange(cfg.batch_size)):
+            raise CheckFailed(f"{case}: each row of the batch must appear in exactly one minibatch")
+    expect_traceable(lambda key: fn(key, cfg), (jax.random.PRNGKey(0),), caller="the update loop")
+    return f"{len(LOOP_CONFIGS)} configs (group sizes 1 to 3, 1 to 4 minibatches)"
+
+
+def _toy_loss(params, minibatch, model_cfg, cfg):
+    """A least-squares loss whose metrics remember which rows the step saw, so an order mistake shows."""
+    err = minibatch["x"] @ params["w"] - minibatch["y"]  # [minibatch]
+    loss = jnp.mean(err**2)
+    return loss, {"loss": loss, "first_row": minibatch["row"][0].astype(jnp.float32)}
+
+
+def _toy_start(cfg, seed):
+    """A fresh (state, batch): update donates its state, so every run gets its own."""
+    r = rng(seed)
+    params = {"w": jnp.asarray(f32(r.normal(size=3)))}
+    batch = {"x": jnp.asarray(f32(r.normal(size=(cfg.batch_size, 3)))),
+             "y": jnp.asarray(f32(r.normal(size=cfg.batch_size))), "row": jnp.arange(cfg.batch_size)}
+    return TrainState(params, optimizer(cfg).init(params), jnp.zeros((), jnp.int32)), batch
+
+
+def _loop_variant(cfg, seed, key, keys="split", rows_fn=None, epochs=None, report="mean"):
+    """update_epochs with a mistake, built from the library's update: a key reused, no shuffle, missing epochs,
+    the last step's metrics reported."""
+    state, batch = _toy_start(cfg, seed)
+    epoch_keys = jax.random.split(key, cfg.ppo_epochs) if keys == "split" else [key] * cfg.ppo_epochs
+    steps = []
+    for key_epoch in epoch_keys[: epochs or cfg.ppo_epochs]:
+        for rows in (rows_fn or reference("minibatch_rows"))(key_epoch, cfg):
+            state, metrics = update(state, batch, rows, cfg, _toy_loss, None)
+            steps.append(metrics)
+    pick = (lambda k: float(steps[-1][k])) if report == "last" else (lambda k: float(np.mean([m[k] for m in steps])))
+    return state, {k: pick(k) for k in steps[0]}
+
+
+@check_for("update_epochs")
+def check_update_epochs(fn) -> str:
+    for seed, (case, fields) in enumerate(LOOP_CONFIGS.items()):
+        cfg, key = PGConfig(lr=0.05, **fields), jax.random.PRNGKey(10 + seed)
+        got = fn(*_toy_start(cfg, seed), key, _toy_loss, None, cfg)
+        want = reference("update_epochs")(*_toy_start(cfg, seed), key, _toy_loss, None, cfg)
+        wrong = lambda **kw: (lambda: _loop_variant(cfg, seed, key, **kw))
+        no_shuffle = lambda key, cfg: _rows_variant(key, cfg, shuffle="none")
+        expect(got, want, case, [
+            Mistake("every epoch reuses the same key, so it visits the minibatches in the same order: split it, "
+                    "one key per epoch (jax.random.split(key, cfg.ppo_epochs))", wrong(keys="same")),
+            Mistake("the minibatches are not shuffled: take each epoch's rows from minibatch_rows(key_epoch, cfg)",
+                    wrong(rows_fn=no_shuffle)),
+            *[Mistake("only one pass over the batch: run cfg.ppo_epochs epochs, each over all cfg.minibatches",
+                      wrong(keys=keys, epochs=1)) for keys in ("same", "split")],  # the pass on key, or on a split
+            Mistake("those are the last step's metrics: report each metric's mean over all "
+                    "ppo_epochs * minibatches steps", wrong(report="last")),
+        ], name="(state, metrics)")
+    return f"{len(LOOP_CONFIGS)} configs, up to 3 epochs x 4 minibatches, on a least-squares toy loss"
