@@ -58,6 +58,8 @@ def test_fmt_is_mean_std_min_max():
     assert report.fmt(s, 2, signed=True) == "+0.20 ± 0.14 [+0.10, +0.30]"
     assert report.fmt(None) == "n/a"
     assert report.fmt(seed_spread([0.25]), signed=True) == "+0.250", "one seed has no spread to print"
+    assert report.fmt(seed_spread([0.75, 0.7500001, 0.75])) == "0.750 on every seed", (
+        "a figure equal on every seed at the digits shown is written once, not as '± 0.000 [x, x]'")
 
 
 def test_spread_tree_keeps_the_shape_and_drops_what_is_not_a_number():

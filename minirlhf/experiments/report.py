@@ -81,13 +81,17 @@ def at(tree: dict, path: str):
 def fmt(s: dict | None, digits: int = 3, signed: bool = False) -> str:
     """A `seed_spread` as text, the one way every summary writes it: "mean ± std [min, max]" ("n/a" if missing).
 
-    One seed has no spread to show, so it is written as its value alone (not as "± 0.000").
+    One seed has no spread to show, so it is written as its value alone (not as "± 0.000"); a figure that is the
+    same on every seed at the digits shown (SFT's KL to itself) is written once, with "on every seed".
     """
     if s is None:
         return "n/a"
     sign = "+" if signed else ""
     if len(s.get("values", ())) == 1:
         return f"{s['mean']:{sign}.{digits}f}"
+    low, high = (f"{s[k]:{sign}.{digits}f}" for k in ("min", "max"))
+    if low == high:
+        return f"{low} on every seed"
     return (f"{s['mean']:{sign}.{digits}f} ± {s['std']:.{digits}f} "
             f"[{s['min']:{sign}.{digits}f}, {s['max']:{sign}.{digits}f}]")
 
