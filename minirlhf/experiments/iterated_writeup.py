@@ -43,6 +43,7 @@ def plot(result: dict) -> plt.Figure:
                 spreads = [at(rec, path) for rec in runs[m].values()]  # one per round
                 spread_line(ax, np.arange(1, len(spreads) + 1), spreads, color=COLORS[m], label=LABELS[m])
             ax.set_xlabel("round (end)")
+            ax.set_xticks(np.arange(1, len(runs["iterated"]) + 1))  # whole rounds only
             ax.set_ylabel(ylabel)
             ax.set_title(f"{name}: {ylabel}", fontsize=9)
         row[0].axhline(sft_gold, color="k", ls=":", label="SFT")
@@ -59,8 +60,9 @@ def plot(result: dict) -> plt.Figure:
         for ax in row:
             ax.legend(fontsize=7)
     cfg = result["config"]
+    spread = "mean over seeds, whiskers min to max" if len(seeds) > 1 else f"seed {seeds[0]['seed']}"
     fig.suptitle(f"Iterated online RLHF ({cfg['rounds']} rounds x {cfg['pairs_per_round']} pairs) vs a single pass "
-                 f"({cfg['label_budget']} pairs): mean over seeds, whiskers min to max", fontsize=11)
+                 f"({cfg['label_budget']} pairs): {spread}", fontsize=11)
     fig.tight_layout()
     return fig
 
