@@ -182,8 +182,9 @@ def plot(result: dict) -> plt.Figure:
         axes[1, 2].plot(seeds[0]["bon"][name]["n"], seeds[0]["bon"][name]["gold"], "o-", color=colors[k + 3],
                         label=f"RM on {name} pairs (seed {seeds[0]['seed']})")
     axes[1, 2].set_xscale("log", base=2)
+    sizes = "a weaker or stronger RM" if len(rm_names) > 1 else "one RM (Config.rm_pairs adds more)"
     titles = [f"best-of-n (RM on {main} pairs)", f"PPO, {runs[0]} (circles) and other runs (squares)",
-              "best-of-n: a weaker or stronger RM"]
+              f"best-of-n: {sizes}"]
     for col in range(3):
         axes[0, col].set_title(titles[col], fontsize=10)
         axes[0, col].set_ylabel("gold reward (mean, [-1, 1])")
