@@ -3,15 +3,35 @@
 """Exercises: Stage 8, Constitutional AI: labels from the model itself.
 
 Taught in notebooks/08_constitutional_ai.ipynb.
-Functions: ai_preference.
+Functions: verdict_logprobs, ai_preference.
 Grade them: `python -m minirlhf.grade --impl exercises`; one at a time in a notebook:
-`from minirlhf.grade import check; check("ai_preference")`.
+`from minirlhf.grade import check; check("verdict_logprobs")`.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float, Int
+
+from minirlhf import transformer
+from minirlhf.cai import BAD_ID, GOOD_ID
+
+
+def verdict_logprobs(params: dict, tokens: Int[Array, "batch seq"], valid: Bool[Array, "batch seq"],
+                     cfg: transformer.ModelConfig) -> tuple[Float[Array, " batch"], Float[Array, " batch"]]:
+    """log p(good) and log p(bad) as the token after each (left-padded) judge prompt.
+
+    tokens: judge prompts ending in "verdict :", LEFT-padded to a common width; logits come from
+    transformer.forward(params, tokens, valid, cfg). Returns log p(good) and log p(bad) of the next token,
+    [batch] each (GOOD_ID and BAD_ID are the two words' token ids).
+
+    Exercise (2 points): notebooks/08_constitutional_ai.ipynb, section "Asking the model for a verdict".
+    Check it: `from minirlhf.grade import check; check("verdict_logprobs")`.
+    """
+    raise NotImplementedError(
+        'verdict_logprobs: not implemented yet; '
+        'see notebooks/08_constitutional_ai.ipynb, section "Asking the model for a verdict"'
+    )
 
 
 # RL-CAI (Bai et al. 2022, sec. 4.1), per-response verdicts ensembled over principles k:

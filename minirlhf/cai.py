@@ -77,13 +77,19 @@ def encode_judge_prompts(rule: str, tokens: Int[Array, "batch seq"]) -> tuple[np
     return pad_left([encode(p) for p in prompts], JUDGE_WIDTH)
 
 
-@partial(jax.jit, static_argnames="cfg")
 def verdict_logprobs(params: dict, tokens: Int[Array, "batch seq"], valid: Bool[Array, "batch seq"],
                      cfg: transformer.ModelConfig) -> tuple[Float[Array, " batch"], Float[Array, " batch"]]:
     """log p(good) and log p(bad) as the token after each (left-padded) judge prompt."""
     logits, _ = transformer.forward(params, tokens, valid, cfg)  # [B, T, V]
     logp = jax.nn.log_softmax(logits[:, -1], axis=-1)  # [B, V]: the last slot is "verdict :"'s colon
     return logp[:, GOOD_ID], logp[:, BAD_ID]
+
+
+@partial(jax.jit, static_argnames="cfg")
+def verdicts_step(params: dict, tokens: Int[Array, "batch seq"], valid: Bool[Array, "batch seq"],
+                  cfg: transformer.ModelConfig) -> tuple[Float[Array, " batch"], Float[Array, " batch"]]:
+    """verdict_logprobs compiled (jit the step, not the exercise, so a learner's version can be swapped in)."""
+    return verdict_logprobs(params, tokens, valid, cfg)
 
 
 def judge(params: dict, cfg: transformer.ModelConfig, rule: str,
@@ -97,7 +103,7 @@ def judge(params: dict, cfg: transformer.ModelConfig, rule: str,
     good, bad = [], []
     for start in range(0, n + pad, JUDGE_BATCH):
         rows = slice(start, start + JUDGE_BATCH)
-        g, b = verdict_logprobs(params, jnp.asarray(judge_tokens[rows]), jnp.asarray(judge_valid[rows]), cfg)
+        g, b = verdicts_step(params, jnp.asarray(judge_tokens[rows]), jnp.asarray(judge_valid[rows]), cfg)
         good.append(np.asarray(g))
         bad.append(np.asarray(b))
     return np.concatenate(good)[:n], np.concatenate(bad)[:n]

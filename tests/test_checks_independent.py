@@ -386,6 +386,42 @@ def _exact_kl(fn):
 # ---------------------------------------------------------------- DPO, best-of-n, CAI, GRPO / RLOO
 
 
+@known("minibatch_rows")
+def _minibatch_rows(fn):
+    # a random order of the 4 groups of 2 rows (jax.random.permutation), each group as its two consecutive rows
+    import jax
+
+    from minirlhf.policy_gradient import PGConfig
+    cfg, key = PGConfig(batch_size=8, group_size=2, minibatches=2), jax.random.PRNGKey(5)
+    order = np.asarray(jax.random.permutation(key, 4))  # [4 groups]
+    same(fn(key, cfg), np.stack([order * 2, order * 2 + 1], axis=1).reshape(2, 4), "rows of the groups, in order")
+
+
+@known("update_epochs")
+def _update_epochs(fn):
+    # 3 epochs x 2 minibatches of 4 rows, each epoch on its own key of jax.random.split: 6 steps; the metric "first"
+    # (the first row of a minibatch) averages over the 6 minibatches, "rows" (their mean row) to 3.5
+    import jax
+
+    from minirlhf.policy_gradient import PGConfig, optimizer
+    from minirlhf.training import TrainState
+
+    def loss_fn(params, minibatch, model_cfg, cfg):
+        loss = jnp.sum(params["w"]) * jnp.mean(minibatch["x"])
+        row = minibatch["row"].astype(jnp.float32)
+        return loss, {"first": row[0], "rows": jnp.mean(row)}
+
+    cfg, key = PGConfig(batch_size=8, ppo_epochs=3, minibatches=2), jax.random.PRNGKey(6)
+    params = {"w": jnp.ones(2)}
+    state = TrainState(params, optimizer(cfg).init(params), jnp.zeros((), jnp.int32))
+    batch = {"x": jnp.ones(8), "row": jnp.arange(8)}
+    state, metrics = fn(state, batch, key, loss_fn, None, cfg)
+    firsts = [np.asarray(jax.random.permutation(k, 8)).reshape(2, 4)[:, 0] for k in jax.random.split(key, 3)]
+    assert int(state.step) == 6, f"3 epochs x 2 minibatches are 6 steps, the state counts {int(state.step)}"
+    close(metrics["first"], np.mean(firsts), "mean first row of each epoch's shuffled minibatches")
+    close(metrics["rows"], 3.5, "each epoch sees every row once: mean row 3.5")
+
+
 @known("sequence_logprobs")
 def _sequence_logprobs(fn):
     R = TINY.max_len - PROMPT_WIDTH
@@ -436,6 +472,25 @@ def _finite_best_of_n_kl(fn):
               f"best-of-{n} KL for scores {scores} against enumerating every draw")
 
 
+@known("best_of_n_mean")
+def _best_of_n_mean(fn):
+    # scores (3, 1, 2), values (10, 20, 30): best-of-2 picks draw 0 from {0, 1} and {0, 2}, draw 2 from {1, 2}
+    scores, values = np.array([3.0, 1.0, 2.0]), np.array([10.0, 20.0, 30.0])
+    close(fn(scores, values, 2), 50 / 3, "best-of-2 of three draws, by hand")
+    close(fn(scores, values, 1), 20.0, "best-of-1 is the plain mean")
+    close(fn(scores, values, 3), 10.0, "best-of-3 of three draws is the top-scored one")
+    r = np.random.default_rng(4)
+    scores, values = r.normal(size=6), r.normal(size=6)
+    for n in range(1, 7):  # the definition: the pick's value, averaged over every n-subset
+        subsets = itertools.combinations(range(6), n)
+        want = np.mean([values[list(s)][np.argmax(scores[list(s)])] for s in subsets])
+        close(fn(scores, values, n), want, f"best-of-{n} of 6 draws against every {n}-subset")
+    # the weights of a distribution sum to 1: equal values give that value, even where C(1200, 600) is past 1e308
+    close(fn(np.arange(1200.0), np.full(1200, 0.25), 600), 0.25, "best-of-600 of 1200 draws that are all worth 0.25")
+    with pytest.raises(ValueError):
+        fn(scores, values, 7)  # more than the draws
+
+
 @known("ai_preference")
 def _ai_preference(fn):
     # pair 0: both principles give a a log-odds gap of ln 3 over b: sigmoid(ln 3) = 3/4
@@ -448,6 +503,23 @@ def _ai_preference(fn):
     got = fn(*(jnp.asarray(a, jnp.float32) for a in (good_a, bad_a, good_b, bad_b)))
     close(got, [0.75, math.sqrt(3) / (1 + math.sqrt(3))],
           "ai_preference = sigmoid(mean over principles of the log-odds gap)")
+
+
+@known("verdict_logprobs")
+def _verdict_logprobs(fn):
+    # the judge's verdict is the next token after the prompt: log_softmax of the last column's logits (every row is
+    # left-padded, so its prompt ends there), read at the ids of "good" and "bad"
+    from minirlhf.grade.checks.cai import JUDGE_MODEL
+    from minirlhf.tokenizer import TOKEN_ID
+    params, T = tiny_params(1, JUDGE_MODEL), JUDGE_MODEL.max_len
+    tokens = jnp.asarray(np.random.default_rng(3).integers(3, JUDGE_MODEL.vocab_size, size=(3, T)), jnp.int32)
+    valid = jnp.asarray(np.arange(T)[None, :] >= np.array([0, 3, 5])[:, None])
+    with fast_forward() as forward:
+        logits = np.asarray(forward(params, tokens, valid, JUDGE_MODEL).logits)
+        good, bad = fn(params, tokens, valid, JUDGE_MODEL)
+    logp = np_log_softmax(logits[:, -1])
+    close(good, logp[:, TOKEN_ID["good"]], "log p(good) at the last slot", rtol=1e-4, atol=1e-5)
+    close(bad, logp[:, TOKEN_ID["bad"]], "log p(bad) at the last slot", rtol=1e-4, atol=1e-5)
 
 
 @known("group_advantages")

@@ -109,6 +109,10 @@ EXERCISES: tuple[Exercise, ...] = (
              "SFT's mass), rewards: r(x, y) of each, both [k]. Returns log pi*_beta(y|x), [k] float64, whose "
              "exponentials sum to 1; beta <= 0 raises ValueError."),
     # ---- Constitutional AI
+    Exercise("verdict_logprobs", "minirlhf.cai", "cai", 2, "Asking the model for a verdict",
+             "tokens: judge prompts ending in \"verdict :\", LEFT-padded to a common width; logits come from "
+             "transformer.forward(params, tokens, valid, cfg). Returns log p(good) and log p(bad) of the next "
+             "token, [batch] each (GOOD_ID and BAD_ID are the two words' token ids)."),
     Exercise("ai_preference", "minirlhf.cai", "cai", 2, "From verdicts to a preference"),
     # ---- GRPO / RLOO
     Exercise("group_advantages", "minirlhf.grpo_rloo", "grpo_rloo", 2, "2. GRPO and RLOO: the group is the baseline"),

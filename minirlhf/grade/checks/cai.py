@@ -1,10 +1,15 @@
-"""Checks for Constitutional AI: turning the feedback model's verdicts into a preference between two replies."""
+"""Checks for Constitutional AI: reading the feedback model's verdict on a reply, and turning the verdicts into a
+preference between two replies."""
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
 
-from minirlhf.grade.checks.common import Mistake, check_for, expect, expect_traceable, f32, reference, rng
+from minirlhf import transformer
+from minirlhf.cai import BAD_ID, GOOD_ID
+from minirlhf.grade.checks.common import (Mistake, check_for, expect, expect_traceable, f32, fast_forward,
+                                          np_log_softmax, reference, rng, tiny_params)
+from minirlhf.tokenizer import VOCAB_SIZE
 
 
 def _np_ai_preference(good_a, bad_a, good_b, bad_b, normalise=True, sign=1.0, reduce="mean", prob_mean=False):
@@ -47,3 +52,47 @@ def check_ai_preference(fn) -> str:
         ])
     expect_traceable(fn, args, caller="jax.jit")
     return f"{len(cases)} cases"
+
+
+# ---------------------------------------------------------------- reading a verdict from the model
+
+JUDGE_MODEL = transformer.ModelConfig(vocab_size=VOCAB_SIZE, max_len=9, d_model=8, n_layers=1, n_heads=2, d_mlp=16)
+
+
+def _np_verdicts(logits, slot=-1, normalise="log_softmax", swap=False):
+    """(log p(good), log p(bad)) read from logits [B, T, V] at `slot`, with a mistake's normalisation or order."""
+    at = np.asarray(logits, np.float64)[:, slot]  # [B, V]
+    read = {"log_softmax": np_log_softmax(at), "softmax": np.exp(np_log_softmax(at)), "none": at,
+            "batch_axis": np_log_softmax(at, axis=0)}[normalise]
+    good, bad = read[:, GOOD_ID], read[:, BAD_ID]
+    return (bad, good) if swap else (good, bad)
+
+
+@check_for("verdict_logprobs")
+def check_verdict_logprobs(fn) -> str:
+    params, B, T = tiny_params(1, JUDGE_MODEL), 5, JUDGE_MODEL.max_len
+    r = rng(81)
+    tokens = jnp.asarray(r.integers(3, VOCAB_SIZE, size=(B, T)).astype(np.int32))
+    starts = np.array([0, 2, 4, 1, 6])  # left padding of different widths; every prompt ends in the last column
+    valid = jnp.asarray(np.arange(T)[None, :] >= starts[:, None])
+    with fast_forward() as forward:
+        got = fn(params, tokens, valid, JUDGE_MODEL)
+        want = reference("verdict_logprobs")(params, tokens, valid, JUDGE_MODEL)
+        logits = np.asarray(forward(params, tokens, valid, JUDGE_MODEL).logits)  # [B, T, V]
+    wrong = lambda **kw: (lambda: _np_verdicts(logits, **kw))
+    first_valid = lambda: tuple(x[np.arange(B), starts] for x in (
+        np_log_softmax(logits)[..., GOOD_ID], np_log_softmax(logits)[..., BAD_ID]))
+    expect(got, want, f"{B} left-padded judge prompts of {T} slots", [
+        *[Mistake("the prompts are LEFT-padded, so every row's prompt ends in the last column: read the next-token "
+                  "distribution at logits[:, -1]", read) for read in (first_valid, wrong(slot=0))],
+        Mistake("read the distribution at the last slot, logits[:, -1]: the word after the prompt is predicted at "
+                "the prompt's own last position (no shift, since nothing follows it yet)", wrong(slot=-2)),
+        Mistake("those are probabilities: return LOG-probabilities (jax.nn.log_softmax over the vocabulary)",
+                wrong(normalise="softmax")),
+        Mistake("raw logits are log-probabilities only up to a constant per row: normalise them with "
+                "jax.nn.log_softmax over the vocabulary (the last axis)", wrong(normalise="none")),
+        Mistake("log_softmax over the vocabulary (axis=-1), not over the batch", wrong(normalise="batch_axis")),
+        Mistake("good and bad are swapped: return (log p(good), log p(bad)), GOOD_ID first", wrong(swap=True)),
+    ], name="(logp_good, logp_bad)")
+    expect_traceable(lambda t, v: fn(params, t, v, JUDGE_MODEL), (tokens, valid), caller="the judge (jitted)")
+    return f"{B} prompts, left padding of 0 to 6 slots"

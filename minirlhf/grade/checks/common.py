@@ -302,9 +302,9 @@ MODEL_BATCH = 4  # rows in every model check
 
 
 @functools.cache
-def tiny_params(seed: int = 0) -> dict:
+def tiny_params(seed: int = 0, cfg: transformer.ModelConfig = TINY) -> dict:
     """Random tiny-model parameters, drawn with numpy (jax.random would compile a kernel per shape)."""
-    shapes = jax.eval_shape(lambda: transformer.init_params(jax.random.key(0), TINY))
+    shapes = jax.eval_shape(lambda: transformer.init_params(jax.random.key(0), cfg))
     r = rng(seed)
     return jax.tree_util.tree_map(lambda s: jnp.asarray(r.normal(0, 0.5, s.shape), jnp.float32), shapes)
 
