@@ -491,6 +491,22 @@ def _best_of_n_mean(fn):
         fn(scores, values, 7)  # more than the draws
 
 
+@known("fit_rl")
+def _fit_rl(fn):
+    # a noiseless curve R = 0.4 d - 0.25 d ln d (0 at d = 0) gives back its own alpha and beta
+    d = np.array([0.0, 0.3, 1.0, 2.0, 3.5])
+    gain = 0.4 * d - 0.25 * np.array([0.0] + [x * math.log(x) for x in d[1:]])
+    close(fn(d, gain), (0.4, 0.25), "(alpha, beta) of the exact curve 0.4 d - 0.25 d ln d")
+
+
+@known("form_peak")
+def _form_peak(fn):
+    # d (0.5 - 0.2 d) peaks at 0.5 / 0.4; d (0.5 - 0.25 ln d) where 0.5 - 0.25 (ln d + 1) = 0, ln d = 1
+    close(fn("bon", 0.5, 0.2), 1.25, "the peak of d (0.5 - 0.2 d)")
+    close(fn("rl", 0.5, 0.25), math.e, "the peak of d (0.5 - 0.25 ln d)")
+    assert fn("rl", 0.5, -0.1) == math.inf and fn("bon", 0.5, 0.0) == math.inf, "beta <= 0: the form never peaks"
+
+
 @known("ai_preference")
 def _ai_preference(fn):
     # pair 0: both principles give a a log-odds gap of ln 3 over b: sigmoid(ln 3) = 3/4

@@ -94,7 +94,7 @@ def test_generated_modules_have_every_function_with_its_signature(kind):
             generated = [a.arg for a in defined[ex.name].args.args]
             assert generated == list(library.parameters), f"{path}:{ex.name} has parameters {generated}"
             doc = ast.get_docstring(defined[ex.name])
-            assert f"Exercise ({ex.points} point" in doc and ex.section in doc, f"{path}:{ex.name} docstring"
+            assert f"Exercise ({ex.points} point" in doc and notebook_pointer(ex) in doc, f"{path}:{ex.name} docstring"
         if kind == "solutions":
             assert text.count("### BEGIN SOLUTION") == text.count("### END SOLUTION") == len(stage_exercises(stage))
 

@@ -9,6 +9,7 @@ This module imports nothing heavy (no jax), so the grader's parent process start
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 
@@ -34,7 +35,7 @@ STAGES: dict[str, Stage] = {
     "reward_model": Stage("notebooks/03_reward_model.ipynb", "Stage 3, the reward model"),
     "ppo": Stage("notebooks/04_ppo.ipynb", "Stage 4, PPO"),
     "reward_hacking": Stage("notebooks/05_reward_hacking.ipynb",
-                            "Stage 5, reward hacking: best-of-n's gold for every n from one set of draws"),
+                            "Stage 5, reward hacking: best-of-n's gold for every n, and where Gao et al.'s forms peak"),
     "dpo": Stage("notebooks/07_dpo.ipynb", "Stage 7, direct preference optimization"),
     "best_of_n": Stage("notebooks/07_dpo.ipynb", "Stage 7b, best-of-n"),
     "optimum": Stage("notebooks/07_dpo.ipynb", "Stage 7c, the exact KL-regularised optimum"),
@@ -89,6 +90,14 @@ EXERCISES: tuple[Exercise, ...] = (
     # ---- reward hacking
     Exercise("best_of_n_mean", "minirlhf.experiments.toolkit", "reward_hacking", 2,
              "Best-of-n, for every n at once"),
+    Exercise("fit_rl", "minirlhf.experiments.gao_forms", "reward_hacking", 2,
+             "Gold and proxy against $\\sqrt{\\mathrm{KL}}$, with the functional forms",
+             "d and gain are [k] (a curve's checkpoints, the first usually d = 0); returns (alpha, beta) as Python "
+             "floats, by least squares (np.linalg.lstsq) on the features (d, -d log d), natural log, d log d = 0 at d = 0."),
+    Exercise("form_peak", "minirlhf.experiments.gao_forms", "reward_hacking", 2,
+             "Gold and proxy against $\\sqrt{\\mathrm{KL}}$, with the functional forms",
+             "form is \"bon\" or \"rl\"; set dR/dd = 0. A form with beta <= 0 never falls: float('inf'). (The "
+             "library caps the RL exponent at 50 so exp cannot overflow; the check stays below that.)"),
     # ---- DPO
     Exercise("sequence_logprobs", "minirlhf.dpo", "dpo", 2, "Sequence log-probs"),
     Exercise("preference_loss", "minirlhf.dpo", "dpo", 3, "The DPO, cDPO and IPO losses",
@@ -142,7 +151,15 @@ def stage_exercises(stage: str) -> list[Exercise]:
 
 def notebook_pointer(ex: Exercise) -> str:
     """Where the exercise is taught, in words: 'notebooks/04_ppo.ipynb, section "GAE"'."""
-    return f'{STAGES[ex.stage].notebook}, section "{ex.section}"'
+    return f'{STAGES[ex.stage].notebook}, section "{plain_text(ex.section)}"'
+
+
+def plain_text(heading: str) -> str:
+    """A heading's LaTeX as plain text, "$\\sqrt{\\mathrm{KL}}$" -> "sqrt(KL)", for the stubs' docstrings (where a
+    backslash would be read as an escape)."""
+    text = re.sub(r"\\mathrm\{([^{}]*)\}", r"\1", heading)
+    text = re.sub(r"\\sqrt\{([^{}]*)\}", r"sqrt(\1)", text)
+    return text.replace("$", "").replace("\\", "")
 
 
 def select(names: list[str] | None) -> list[Exercise]:
