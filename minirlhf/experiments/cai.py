@@ -231,8 +231,9 @@ def plot(result: dict) -> plt.Figure:
                                         "helpfulness and gold reward")):
         bars(ax, [m.replace("_", " ") for m in metrics],
              {LABELS[pol]: [agg["policies"][pol][m] for m in metrics] for pol in POLICIES}, ylabel, title)
-    fig.suptitle(f"Constitutional AI: {len(result['seeds'])} seed(s), bars = mean, whiskers = min to max, dots = seeds",
-                 fontsize=9)
+    n = len(result["seeds"])
+    fig.suptitle(f"Constitutional AI: {n} seeds, bars = mean, whiskers = min to max, dots = seeds" if n > 1
+                 else f"Constitutional AI: seed {next(iter(result['seeds']))}", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -160,8 +160,9 @@ def plot(result: dict) -> plt.Figure:
                         color=COLORS[method])
     ax.set_xlabel("KL(policy || SFT), nats per response (exact for PPO/DPO, finite-support estimate for best-of-n)")
     ax.set_ylabel("gold reward (mean over held-out prompts)")
-    ax.set_title(f"Reward-KL frontier, mean over {n_seeds} seed{'s' if n_seeds > 1 else ''} (bars: std across seeds)",
-                 fontsize=10)
+    one = f"seed {next(iter(result['seeds']))}"
+    spread = f"mean over {n_seeds} seeds (bars: std across seeds)" if n_seeds > 1 else one
+    ax.set_title(f"Reward-KL frontier, {spread}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
