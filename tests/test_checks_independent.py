@@ -422,6 +422,21 @@ def _update_epochs(fn):
     close(metrics["rows"], 3.5, "each epoch sees every row once: mean row 3.5")
 
 
+@known("edit_shifts")
+def _edit_shifts(fn):
+    # a scorer that pays 1 per word on prompt "p0" and 2 per word on "p1": "definitely" or "maybe" adds one word;
+    # answer 0 gets RAMBLES[0] (6 words), answer 1 RAMBLES[1] (7 words)
+    from minirlhf.world import RAMBLES
+    assert [len(r.split()) for r in RAMBLES[:2]] == [6, 7]
+    score_fn = lambda prompts, responses: np.array([len(w) * (1 if p == "p0" else 2) for p, w in zip(prompts, responses)])
+    bare = [["it", "is", "5", "."], ["it", "is", "blue", "."]]
+    got = fn(score_fn, ["p0", "p1"], bare, np.array([True, False]))
+    want = {"definitely_right": 1, "definitely_wrong": 2, "maybe_right": 1, "maybe_wrong": 2, "ramble_right": 6,
+            "ramble_wrong": 14}
+    for key, value in want.items():
+        close(got[key], value, f"edit_shifts[{key!r}] for a scorer that pays per word")
+
+
 @known("sequence_logprobs")
 def _sequence_logprobs(fn):
     R = TINY.max_len - PROMPT_WIDTH

@@ -36,6 +36,8 @@ STAGES: dict[str, Stage] = {
     "ppo": Stage("notebooks/04_ppo.ipynb", "Stage 4, PPO"),
     "reward_hacking": Stage("notebooks/05_reward_hacking.ipynb",
                             "Stage 5, reward hacking: best-of-n's gold for every n, and where Gao et al.'s forms peak"),
+    "labeler_bias": Stage("notebooks/06_labeler_bias.ipynb",
+                          "Stage 6, labeler bias: what a scorer pays for an edit that keeps the answer"),
     "dpo": Stage("notebooks/07_dpo.ipynb", "Stage 7, direct preference optimization"),
     "best_of_n": Stage("notebooks/07_dpo.ipynb", "Stage 7b, best-of-n"),
     "optimum": Stage("notebooks/07_dpo.ipynb", "Stage 7c, the exact KL-regularised optimum"),
@@ -98,6 +100,13 @@ EXERCISES: tuple[Exercise, ...] = (
              "Gold and proxy against $\\sqrt{\\mathrm{KL}}$, with the functional forms",
              "form is \"bon\" or \"rl\"; set dR/dd = 0. A form with beta <= 0 never falls: float('inf'). (The "
              "library caps the RL exponent at 50 so exp cannot overflow; the check stays below that.)"),
+    # ---- labeler bias
+    Exercise("edit_shifts", "minirlhf.experiments.answer_probes", "labeler_bias", 2,
+             "What did the reward model learn? Edit the answer, keep the value",
+             "bare: [N] answers as word lists, none with a confidence word or chatter; right: [N] bool. The edits are "
+             "with_confidence(w, \"definitely\"), with_confidence(w, \"maybe\") and, for answer i, "
+             "with_ramble(w, RAMBLES[i % len(RAMBLES)]). Keys \"definitely_right\", \"definitely_wrong\", "
+             "\"maybe_right\", ..., \"ramble_wrong\": the mean shift (evaluation.share) over right / wrong answers."),
     # ---- DPO
     Exercise("sequence_logprobs", "minirlhf.dpo", "dpo", 2, "Sequence log-probs"),
     Exercise("preference_loss", "minirlhf.dpo", "dpo", 3, "The DPO, cDPO and IPO losses",
