@@ -3,7 +3,7 @@
 """Exercises: Stage 8, Constitutional AI: labels from the model itself.
 
 Taught in notebooks/08_constitutional_ai.ipynb.
-Functions: verdict_logprobs, ai_preference.
+Functions: verdict_logprobs, ai_preference, best_critiqued.
 Grade them: `python -m minirlhf.grade --impl exercises`; one at a time in a notebook:
 `from minirlhf.grade import check; check("verdict_logprobs")`.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf import transformer
@@ -48,4 +49,23 @@ def ai_preference(
     raise NotImplementedError(
         'ai_preference: not implemented yet; '
         'see notebooks/08_constitutional_ai.ipynb, section "From verdicts to a preference"'
+    )
+
+
+def best_critiqued(tokens: Int[np.ndarray, "rows seq"], valid: Bool[np.ndarray, "rows seq"],
+                   scores: Float[np.ndarray, " rows"], k: int) -> dict[str, np.ndarray]:
+    """The revision step: of each prompt's k samples (rows i*k .. i*k + k - 1), keep the best-critiqued one.
+
+    Returns `revise`'s dict: the revisions ("tokens", "valid" [N, T]), the first samples ("first_tokens",
+    "first_valid"), their critiques ("critique_first", "critique_revised" [N]) and "changed" [N].
+
+    tokens, valid: [N * k, T] NumPy arrays, scores: [N * k] (critique's score of each row); "changed" is True
+    where the revision is not the first sample.
+
+    Exercise (2 points): notebooks/08_constitutional_ai.ipynb, section "The experiment: SL-CAI and RLAIF against human-only RLHF".
+    Check it: `from minirlhf.grade import check; check("best_critiqued")`.
+    """
+    raise NotImplementedError(
+        'best_critiqued: not implemented yet; '
+        'see notebooks/08_constitutional_ai.ipynb, section "The experiment: SL-CAI and RLAIF against human-only RLHF"'
     )

@@ -228,9 +228,21 @@ def revise(key: jax.Array, policy_params: dict, judge_params: dict, cfg: transfo
     if n < 1 or k < 1:
         raise ValueError(f"revise needs at least one prompt and k >= 1 samples per prompt, got {n} prompts, k = {k}")
     gen = sample(policy_params, cfg, [p for p in prompts for _ in range(k)], key)  # rows i*k .. i*k+k-1: prompt i
-    tokens, valid = np.asarray(gen.tokens).reshape(n, k, -1), np.asarray(gen.valid).reshape(n, k, -1)
-    scores = critique(judge_params, cfg, rules, gen.tokens).reshape(n, k)
-    best = np.argmax(scores, axis=1)  # the first index among equal maxima
+    scores = critique(judge_params, cfg, rules, gen.tokens)  # [N * k]
+    return best_critiqued(np.asarray(gen.tokens), np.asarray(gen.valid), scores, k)
+
+
+def best_critiqued(tokens: Int[np.ndarray, "rows seq"], valid: Bool[np.ndarray, "rows seq"],
+                   scores: Float[np.ndarray, " rows"], k: int) -> dict[str, np.ndarray]:
+    """The revision step: of each prompt's k samples (rows i*k .. i*k + k - 1), keep the best-critiqued one.
+
+    Returns `revise`'s dict: the revisions ("tokens", "valid" [N, T]), the first samples ("first_tokens",
+    "first_valid"), their critiques ("critique_first", "critique_revised" [N]) and "changed" [N].
+    """
+    n = len(scores) // k
+    tokens, valid = tokens.reshape(n, k, -1), valid.reshape(n, k, -1)  # [N, k, T]
+    scores = np.asarray(scores).reshape(n, k)
+    best = np.argmax(scores, axis=1)  # [N]: the first index among equal maxima
     rows = np.arange(n)
     return {"tokens": tokens[rows, best], "valid": valid[rows, best], "first_tokens": tokens[:, 0],
             "first_valid": valid[:, 0], "critique_first": scores[:, 0], "critique_revised": scores[rows, best],

@@ -3,7 +3,7 @@
 """Solutions: Stage 8, Constitutional AI: labels from the model itself.
 
 Taught in notebooks/08_constitutional_ai.ipynb.
-Functions: verdict_logprobs, ai_preference.
+Functions: verdict_logprobs, ai_preference, best_critiqued.
 Grade them: `python -m minirlhf.grade --impl solutions`; one at a time in a notebook:
 `from minirlhf.grade import check; check("verdict_logprobs")`.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from minirlhf import transformer
@@ -50,4 +51,29 @@ def ai_preference(
     score_a = logp_good_a - logp_bad_a  # [K, B]: log-odds of "good" for a, restricted to the two verdicts
     score_b = logp_good_b - logp_bad_b
     return jax.nn.sigmoid(jnp.mean(score_a - score_b, axis=0))  # [B]
+    ### END SOLUTION
+
+
+def best_critiqued(tokens: Int[np.ndarray, "rows seq"], valid: Bool[np.ndarray, "rows seq"],
+                   scores: Float[np.ndarray, " rows"], k: int) -> dict[str, np.ndarray]:
+    """The revision step: of each prompt's k samples (rows i*k .. i*k + k - 1), keep the best-critiqued one.
+
+    Returns `revise`'s dict: the revisions ("tokens", "valid" [N, T]), the first samples ("first_tokens",
+    "first_valid"), their critiques ("critique_first", "critique_revised" [N]) and "changed" [N].
+
+    tokens, valid: [N * k, T] NumPy arrays, scores: [N * k] (critique's score of each row); "changed" is True
+    where the revision is not the first sample.
+
+    Exercise (2 points): notebooks/08_constitutional_ai.ipynb, section "The experiment: SL-CAI and RLAIF against human-only RLHF".
+    Check it: `from minirlhf.grade import check; check("best_critiqued")`.
+    """
+    ### BEGIN SOLUTION
+    n = len(scores) // k
+    tokens, valid = tokens.reshape(n, k, -1), valid.reshape(n, k, -1)  # [N, k, T]
+    scores = np.asarray(scores).reshape(n, k)
+    best = np.argmax(scores, axis=1)  # [N]: the first index among equal maxima
+    rows = np.arange(n)
+    return {"tokens": tokens[rows, best], "valid": valid[rows, best], "first_tokens": tokens[:, 0],
+            "first_valid": valid[:, 0], "critique_first": scores[:, 0], "critique_revised": scores[rows, best],
+            "changed": best != 0}
     ### END SOLUTION

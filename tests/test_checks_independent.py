@@ -553,6 +553,19 @@ def _verdict_logprobs(fn):
     close(bad, logp[:, TOKEN_ID["bad"]], "log p(bad) at the last slot", rtol=1e-4, atol=1e-5)
 
 
+@known("best_critiqued")
+def _best_critiqued(fn):
+    # 2 prompts x 3 samples: rows 0-2 are prompt 0 (critiques 0.1, 0.7, 0.7: the first of the tied two, row 1),
+    # rows 3-5 prompt 1 (0.9 first: unchanged, row 3)
+    tokens = np.arange(6 * 2, dtype=np.int32).reshape(6, 2)  # row r holds 2r, 2r + 1
+    valid = np.ones((6, 2), bool)
+    out = fn(tokens, valid, np.array([0.1, 0.7, 0.7, 0.9, 0.2, -0.5]), 3)
+    same(out["tokens"], [[2, 3], [6, 7]], "the revisions are rows 1 and 3")
+    same(out["first_tokens"], [[0, 1], [6, 7]], "the first samples are rows 0 and 3")
+    close(out["critique_revised"], [0.7, 0.9], "the revisions' critiques")
+    same(out["changed"], [True, False], "prompt 0's revision is not its first sample; prompt 1's is")
+
+
 @known("group_advantages")
 def _group_advantages(fn):
     # group (1, 2, 3): mean 2, population std sqrt(2/3); TRL's STD_EPS 1e-4 keeps the equal group at 0

@@ -132,6 +132,10 @@ EXERCISES: tuple[Exercise, ...] = (
              "transformer.forward(params, tokens, valid, cfg). Returns log p(good) and log p(bad) of the next "
              "token, [batch] each (GOOD_ID and BAD_ID are the two words' token ids)."),
     Exercise("ai_preference", "minirlhf.cai", "cai", 2, "From verdicts to a preference"),
+    Exercise("best_critiqued", "minirlhf.cai", "cai", 2,
+             "The experiment: SL-CAI and RLAIF against human-only RLHF",
+             "tokens, valid: [N * k, T] NumPy arrays, scores: [N * k] (critique's score of each row); "
+             "\"changed\" is True where the revision is not the first sample."),
     # ---- GRPO / RLOO
     Exercise("group_advantages", "minirlhf.grpo_rloo", "grpo_rloo", 2, "2. GRPO and RLOO: the group is the baseline"),
     Exercise("leave_one_out_advantages", "minirlhf.grpo_rloo", "grpo_rloo", 2,

@@ -96,3 +96,45 @@ def check_verdict_logprobs(fn) -> str:
     ], name="(logp_good, logp_bad)")
     expect_traceable(lambda t, v: fn(params, t, v, JUDGE_MODEL), (tokens, valid), caller="the judge (jitted)")
     return f"{B} prompts, left padding of 0 to 6 slots"
+
+
+# ---------------------------------------------------------------- SL-CAI's revision step
+
+
+def _np_best_critiqued(tokens, valid, scores, k, layout="prompt_major", pick="first_max"):
+    """best_critiqued with a mistake: the rows read sample-major, the lowest critique kept, ties to the last."""
+    n = len(scores) // k
+    split = (lambda x: x.reshape(n, k, *x.shape[1:])) if layout == "prompt_major" else (
+        lambda x: np.swapaxes(x.reshape(k, n, *x.shape[1:]), 0, 1))
+    tokens, valid, scores = split(tokens), split(valid), split(np.asarray(scores))
+    best = {"first_max": lambda s: np.argmax(s, axis=1), "min": lambda s: np.argmin(s, axis=1),
+            "last_max": lambda s: k - 1 - np.argmax(s[:, ::-1], axis=1)}[pick](scores)
+    rows = np.arange(n)
+    return {"tokens": tokens[rows, best], "valid": valid[rows, best], "first_tokens": tokens[:, 0],
+            "first_valid": valid[:, 0], "critique_first": scores[:, 0], "critique_revised": scores[rows, best],
+            "changed": best != 0}
+
+
+@check_for("best_critiqued")
+def check_best_critiqued(fn) -> str:
+    r = rng(82)
+    n, k, T = 4, 3, 5
+    tokens = r.integers(3, VOCAB_SIZE, size=(n * k, T)).astype(np.int32)
+    valid = r.random((n * k, T)) > 0.2
+    scores = np.array([0.1, 0.7, 0.3,  # prompt 0: sample 1 is the best
+                       0.9, 0.2, -0.5,  # prompt 1: the first sample is already the best
+                       -0.4, 0.6, 0.6,  # prompt 2: a tie, the first of the two wins
+                       -2.0, -1.0, -3.0])  # prompt 3
+    case = f"{n} prompts x {k} samples (rows i*k .. i*k + {k - 1} are prompt i's), one tie"
+    got = fn(tokens.copy(), valid.copy(), scores.copy(), k)
+    want = reference("best_critiqued")(tokens, valid, scores, k)
+    wrong = lambda **kw: (lambda: _np_best_critiqued(tokens, valid, scores, k, **kw))
+    expect(got, want, case, [
+        Mistake("prompt i's k samples are the consecutive rows i*k .. i*k + k - 1 (the prompts were repeated k "
+                "times in a row): reshape to [N, k, ...], not [k, N, ...]", wrong(layout="sample_major")),
+        Mistake("keep the sample the critique scores HIGHEST (log p(good) - log p(bad): higher is better)",
+                wrong(pick="min")),
+        Mistake("between equally critiqued samples keep the first (np.argmax does), so an unchanged first "
+                "sample stays unless another is strictly better", wrong(pick="last_max")),
+    ])
+    return case
