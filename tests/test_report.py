@@ -82,12 +82,12 @@ def test_several_seeds_give_the_spread_and_count_each_comparison(tmp_path):
     update_readme.main([*map(str, dirs), "--readme", str(readme), "--figures", str(figs)])
     text = readme.read_text()
     assert "for S = 0, 1, 2" in text
-    assert "| ppo | 0.300 ± 0.100 [0.200, 0.400] | 98 ± 0 [98, 98] |" in text, "PPO's gold over the seeds"
+    assert "| ppo | 0.300 ± 0.100 [0.200, 0.400] | 98 on every seed |" in text, "PPO's gold over the seeds"
     assert "PPO above best-of-16 on 2;" in text and "PPO above SFT on 3;" in text, "comparisons counted per seed"
     assert "| 1 | -0.005 | +0.205 (0.95) |" in text, "one row per seed: SFT's gold, then the gain over it"
     assert "the largest part is secret's on 3 of 3 seeds" in text, "each seed's largest part, counted"
-    assert "PPO 40 ± 0 [40, 40]% (PPO more on 0 of 3)" in text
-    assert "the reward model orders 55 ± 0 [55, 55]% correctly, the labelers 95 ± 0 [95, 95]%" in text
+    assert "PPO 40% on every seed (PPO more on 0 of 3)" in text
+    assert "the reward model orders them correctly 55% on every seed, the labelers 95% on every seed" in text
     assert "Seed 0 alone" in text and "| ppo | 0.400 | 98% | 0.95 | 0.59 |" in text, "the first run is the example"
     assert (figs / "reward_vs_kl.png").read_bytes().endswith(b"seed 0 reward_vs_kl.png"), "the example's plots"
     with pytest.raises(ValueError, match="repeat"):

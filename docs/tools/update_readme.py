@@ -91,15 +91,16 @@ def where_gains_come_from(runs: list[dict]) -> list[str]:
     parts = ", ".join(f"{k} {fmt(spread(runs, lambda r, k=k: kind_gain(r, k)), 3, signed=True)}" for k in kinds)
     largest = [max(kinds, key=lambda k: kind_gain(r, k)) for r in runs]
     most = max(kinds, key=largest.count)
-    right = {m: fmt(spread(runs, lambda r, m=m: r[m]["per_kind"]["math"]["right"], 100), 0) for m in ("sft", "ppo")}
+    right = {m: fmt(spread(runs, lambda r, m=m: r[m]["per_kind"]["math"]["right"], 100), 0, unit="%")
+             for m in ("sft", "ppo")}
     more_right = sum(r["ppo"]["per_kind"]["math"]["right"] > r["sft"]["per_kind"]["math"]["right"] for r in runs)
-    hard = {who: fmt(spread(runs, lambda r, w=who: r["reward_model"]["by_pair_type"][HARD_PAIRS][w], 100), 0)
-            for who in ("rm", "labelers")}
+    hard = {who: fmt(spread(runs, lambda r, w=who: r["reward_model"]["by_pair_type"][HARD_PAIRS][w], 100), 0,
+                     unit="%") for who in ("rm", "labelers")}
     return [f"Where PPO's gain over SFT comes from, by prompt kind (the kind's share of prompts times its gold "
             f"gain; they add up to the gain): {parts}; the largest part is {most}'s on {largest.count(most)} of "
-            f"{len(runs)} seeds. Right answers to sums: SFT {right['sft']}%, PPO {right['ppo']}% (PPO more on "
+            f"{len(runs)} seeds. Right answers to sums: SFT {right['sft']}, PPO {right['ppo']} (PPO more on "
             f"{more_right} of {len(runs)}). On held-out math pairs where one answer is right and the other wrong, "
-            f"the reward model orders {hard['rm']}% correctly, the labelers {hard['labelers']}%.", ""]
+            f"the reward model orders them correctly {hard['rm']}, the labelers {hard['labelers']}.", ""]
 
 
 def results_block(runs: list[dict], figures_dir: str) -> str:

@@ -78,22 +78,23 @@ def at(tree: dict, path: str):
     return tree
 
 
-def fmt(s: dict | None, digits: int = 3, signed: bool = False) -> str:
+def fmt(s: dict | None, digits: int = 3, signed: bool = False, unit: str = "") -> str:
     """A `seed_spread` as text, the one way every summary writes it: "mean ± std [min, max]" ("n/a" if missing).
 
     One seed has no spread to show, so it is written as its value alone (not as "± 0.000"); a figure that is the
-    same on every seed at the digits shown (SFT's KL to itself) is written once, with "on every seed".
+    same on every seed at the digits shown (SFT's KL to itself) is written once, with "on every seed". `unit`
+    ("%") follows the figure: "40 ± 5 [35, 45]%", "40% on every seed".
     """
     if s is None:
         return "n/a"
     sign = "+" if signed else ""
     if len(s.get("values", ())) == 1:
-        return f"{s['mean']:{sign}.{digits}f}"
+        return f"{s['mean']:{sign}.{digits}f}{unit}"
     low, high = (f"{s[k]:{sign}.{digits}f}" for k in ("min", "max"))
     if low == high:
-        return f"{low} on every seed"
+        return f"{low}{unit} on every seed"
     return (f"{s['mean']:{sign}.{digits}f} ± {s['std']:.{digits}f} "
-            f"[{s['min']:{sign}.{digits}f}, {s['max']:{sign}.{digits}f}]")
+            f"[{s['min']:{sign}.{digits}f}, {s['max']:{sign}.{digits}f}]{unit}")
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
