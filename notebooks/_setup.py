@@ -150,5 +150,6 @@ def _standard_errors(se) -> tuple[float | None, float | None, float | None]:
 
 
 def _num(x: float, se: float | None = None) -> str:
-    """A measured number with 3 significant digits, and its standard error when it has one (never "± 0")."""
-    return f"{x:.3g}" + (f" ± {se:.2g}" if se else "")
+    """A measured number with 3 significant digits, and its standard error when it has one (never "± 0"; a tiny
+    one in powers of ten, 2.3e-04, so it cannot read as "± 0.000")."""
+    return f"{x:.3g}" + (f" ± {se:.2g}" if se and se >= 1e-3 else f" ± {se:.1e}" if se else "")
