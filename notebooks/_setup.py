@@ -128,7 +128,7 @@ def claim(statement: str, a: float, relation: str, b: float, se=None) -> None:
         raise ValueError("'~' (no measurable difference) needs the standard errors: pass se=")
     gap, margin = a - b, SIGMAS * (se_diff or 0.0)
     tests = {">": gap > margin, "<": gap < -margin, ">=": gap >= -margin, "<=": gap <= margin,
-             "~": abs(gap) < margin, "==": a == b}
+             "~": abs(gap) < margin or gap == 0, "==": a == b}  # equal values never differ measurably
     if relation not in tests:
         raise ValueError(f"claim's relation is one of {', '.join(map(repr, tests))}; got {relation!r}")
     numbers = f"{_num(a, se_a)} {relation} {_num(b, se_b)}"

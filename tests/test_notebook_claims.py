@@ -109,6 +109,13 @@ def test_mean_se_is_per_kinds_standard_error(setup):
     assert (mean, se) == (0.5, 0.25), "std / sqrt(n) with the population std, as evaluation.per_kind's gold_se"
 
 
+def test_equal_values_with_no_spread_are_not_measurably_different(setup, capsys):
+    setup.claim("both reward models refuse every secret", 1.0, "~", 1.0, se=(0.0, 0.0))
+    assert capsys.readouterr().out.startswith("✓ both reward models refuse every secret: 1 ~ 1")
+    with pytest.raises(AssertionError, match="does not hold"):
+        setup.claim("no spread, different values", 1.0, "~", 0.9, se=(0.0, 0.0))
+
+
 def test_claims_docstring_example_runs(setup):
     # The examples of claim's own docstring, run with _setup's globals. Not doctest.testmod(setup): when another
     # test has imported notebooks/_setup.py as `_setup` too, testmod takes claim for that module's and skips it.
