@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Float, Int
 from scipy.special import logsumexp
 
 from minirlhf import dpo, reward_model, transformer
