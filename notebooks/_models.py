@@ -16,6 +16,7 @@ pipeline's PPO and DPO numbers are a little better.
 from __future__ import annotations
 
 import dataclasses
+import json
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import jax
 import numpy as np
 
 from minirlhf import ppo, reward_model, store
-from minirlhf.evaluation import gold_scores
+from minirlhf.evaluation import evaluate, gold_scores
 from minirlhf.experiments import base as shared  # the models a seed starts from, and their cache
 from minirlhf.experiments.base import BaseModels
 from minirlhf.pipeline import PipelineConfig, stage_keys
@@ -47,6 +48,7 @@ KEYS = stage_keys(SEED)  # one key per purpose, the pipeline's ("pretrain", "sft
 EVAL_PROMPTS = sample_prompts(WORLD, np.random.default_rng(SEED + 1), N_EVAL, split="heldout")
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+SCOREBOARD = ARTIFACTS / f"scoreboard-seed{SEED}.json"  # the course's running scoreboard (`scoreboard`)
 _PIPELINE = dataclasses.replace(PIPELINE, seed=SEED)
 
 # What made each saved model (minirlhf.store): pretrained, SFT and "rm" are the pipeline's own records, so
@@ -145,3 +147,29 @@ def _flat(d: dict, prefix: str = "") -> dict:
     for k, v in d.items():
         out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
+
+
+def scoreboard(notebook: str, models: dict[str, dict]) -> dict:
+    """The course's running scoreboard: measure each of `models` (name -> params of MODEL's shape) on EVAL_PROMPTS,
+    with the eval key, as every notebook measures a model: gold ± standard error, exact KL to SFT, answer rate.
+
+    The rows are kept in SCOREBOARD with the notebook that made them, so each notebook's row joins the earlier
+    notebooks' (those run before, on this seed) and the table is printed in course order. A model measured again
+    (a notebook run again) replaces its row. Returns the whole board, name -> row.
+    """
+    board = json.loads(SCOREBOARD.read_text()) if SCOREBOARD.exists() else {}
+    sft_params = sft_model()
+    for name, params in models.items():
+        ev = evaluate(params, MODEL, WORLD, EVAL_PROMPTS, KEYS["eval"], ref_params=sft_params)
+        board[name] = {"notebook": notebook, "gold": ev["gold_reward"],
+                       "gold_se": float(np.std(ev["gold"]) / np.sqrt(len(EVAL_PROMPTS))), "kl": ev["kl_to_sft"],
+                       "answer_rate": ev["answer_rate"]}
+    ARTIFACTS.mkdir(exist_ok=True)
+    SCOREBOARD.write_text(json.dumps(board, indent=1))
+    print(f"scoreboard, seed {SEED}: every model so far on the same {len(EVAL_PROMPTS)} held-out prompts "
+          "(notebooks not yet run on this seed have no row)")
+    print(f"{'model':<34}{'notebook':<10}{'gold ± se':>16}{'KL to SFT':>11}{'answers':>9}")
+    for name, row in sorted(board.items(), key=lambda item: item[1]["notebook"]):  # stable: within a notebook, as added
+        print(f"{name:<34}{row['notebook']:<10}{row['gold']:>+9.3f} ± {row['gold_se']:.3f}{row['kl']:>11.3f}"
+              f"{row['answer_rate']:>9.1%}")
+    return board

@@ -168,6 +168,15 @@ def test_a_correct_function_defined_in_a_notebook_passes(run_check, capsys):
     assert "other way round" in " ".join(capsys.readouterr().out.split())  # the hint, printed (wrapped)
 
 
+def test_a_check_of_a_stub_shows_what_to_write_and_a_pass_does_not(capsys):
+    from minirlhf.grade import check
+    assert check("kl_bound", impl="exercises") is False
+    said = capsys.readouterr().out
+    assert "write it in exercises/best_of_n.py" in said and "def kl_bound(" in said and "raise NotImplementedError" in said
+    assert check("kl_bound", impl="solutions") is True
+    assert "def kl_bound(" not in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- running a stage on the learner's code
 
 

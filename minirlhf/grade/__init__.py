@@ -447,9 +447,22 @@ def check(name: str | None = None, impl: str | os.PathLike | Callable = "exercis
         print(format_row(_result(ex, passed, reason)))
         return passed
     report = grade(impl, None if name is None else [name], timeout, on_result=_print_with_output)
+    if len(report["exercises"]) == 1 and report["exercises"][0]["reason"].startswith("NotImplementedError"):
+        print(stub_text(report["exercises"][0]["name"], impl))
     if len(report["exercises"]) > 1:
         print(f"score: {report['score']} / {report['max_score']}")
     return all(r["passed"] for r in report["exercises"])
+
+
+def stub_text(name: str, impl: str | os.PathLike = "exercises") -> str:
+    """The exercise's function as it stands in <impl>/<stage>.py (for a stub: its signature and specification),
+    indented under a line that says where to write it."""
+    path = resolve_impl(impl) / f"{BY_NAME[name].stage}.py"
+    source = path.read_text()
+    node = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef) and n.name == name)
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    code = "\n".join(source.splitlines()[first - 1:node.end_lineno])
+    return textwrap.indent(f"write it in {path.parent.name}/{path.name}:\n\n{code}", "      ")
 
 
 def _print_with_output(r: dict) -> None:
