@@ -113,6 +113,28 @@ def token_values(value_params: dict, tokens: Int[Array, "batch seq"], valid: Boo
 # ---------------------------------------------------------------- rollout post-processing
 
 
+NO_SPREAD = 1e-8  # a variance of the returns below this counts as none (whitening's epsilon)
+
+
+# The value model's standard report card (OpenAI baselines' `explained_variance`, logged by CleanRL):
+#   EV = 1 - Var[R_t - V_t] / Var[R_t]   over the real response tokens.
+# 1: V predicts the returns exactly; 0: no better than predicting their mean; < 0: worse than that.
+def explained_variance(values: Float[Array, "batch seq"], returns: Float[Array, "batch seq"],
+                       mask: Bool[Array, "batch seq"]) -> Float[Array, ""]:
+    """EV of the rollout's values V_old against its returns, both read on the mask only.
+
+    Returns with no spread (variance under NO_SPREAD) leave nothing to explain, and baselines returns NaN there:
+    we return 0, a constant predictor's score, so the history stays finite and `check_finite` lets the run go on.
+    """
+    def var(x):  # variance over the masked-in entries
+        return masked_mean((x - masked_mean(x, mask)) ** 2, mask)
+
+    var_returns = var(returns)
+    spread = var_returns > NO_SPREAD  # a constant's float mean can miss it by a rounding error: not a spread
+    explained = 1.0 - var(returns - values) / jnp.where(spread, var_returns, 1.0)
+    return jnp.where(spread, explained, 0.0)
+
+
 @partial(jax.jit, static_argnames=("reward_fn", "model_cfg"))
 def make_rollout(params: dict, ref_params: dict, reward_params, tokens: Int[Array, "batch seq"],
                  valid: Bool[Array, "batch seq"], reward_fn: Callable, model_cfg: ModelConfig,
@@ -136,6 +158,7 @@ def make_rollout(params: dict, ref_params: dict, reward_params, tokens: Int[Arra
         "objective/rlhf_reward": jnp.mean(s.scores - cfg.beta * kl),  # what PPO maximises
         "objective/entropy": jnp.mean(masked_sum(-s.logprobs, s.mask, axis=1)),  # sampled estimate, per response
         "response_length": jnp.mean(jnp.sum(s.mask, axis=1)),
+        "val/explained_variance": explained_variance(values, returns, s.mask),  # before this iteration's updates
     }
     return Rollout(tokens, valid, s.mask, s.logprobs, s.ref_logprobs, rewards, values, advantages, returns), metrics
 
