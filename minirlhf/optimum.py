@@ -61,8 +61,14 @@ def draw_support(key: jax.Array, sft_params: dict, rm_params: dict, prompt: Prom
     """`draws` SFT samples of `prompt`, kept once each; log-probs and scores are computed for all rows first, so
     the compiled shapes do not depend on how many responses turn out distinct."""
     gen = sample(sft_params, cfg, [prompt] * draws, key)
-    logprobs, scores = map(np.asarray, _logprobs_and_scores(sft_params, rm_params, gen.tokens, gen.valid, cfg))
-    tokens = np.asarray(gen.tokens)  # [M, P + R]
+    return support(gen.tokens, gen.valid, sft_params, rm_params, cfg)
+
+
+def support(tokens, valid, sft_params: dict, rm_params: dict, cfg: transformer.ModelConfig) -> Support:
+    """The distinct responses among drawn rows `tokens [M, P + R]` (with `valid`), with their SFT log-probs, scores
+    and counts: `draw_support` for draws already made (best-of-n's, say)."""
+    logprobs, scores = map(np.asarray, _logprobs_and_scores(sft_params, rm_params, tokens, valid, cfg))
+    tokens = np.asarray(tokens)  # [M, P + R]
     keep = distinct_responses(tokens)  # [k]: each response's first draw
     same = np.all(tokens[keep, None, PROMPT_WIDTH:] == tokens[None, :, PROMPT_WIDTH:], axis=-1)  # [k, M]
     counts = same.sum(axis=1)  # [k]

@@ -80,6 +80,17 @@ def test_best_of_n_and_the_optimum_see_the_same_draws(tiny_result):
     assert seed["best_of_n"]["1"]["kl"] == pytest.approx(0.0, abs=1e-6), "best-of-1 is SFT"
 
 
+def test_the_optimum_on_best_of_ns_draws_is_the_optimum_drawn_afresh(tiny_base):
+    """run_seed hands best-of-n's draws to optimum_curves instead of sampling them again: the same key, so the
+    same support, the same curves to the last bit."""
+    from minirlhf.experiments.toolkit import bon_draws, eval_prompts, rm_scores
+    cfg = exp.Config(draws=8, bon_ns=(1, 2), n_eval=8, pipeline=tiny_base.cfg)
+    prompts = eval_prompts(tiny_base, cfg.n_eval)
+    found = bon_draws(tiny_base, prompts, cfg.draws, rm_scores(tiny_base, {"rm": tiny_base.rm}))
+    assert exp.optimum_curves(cfg, tiny_base, prompts, (0.1, 1.0), found) == exp.optimum_curves(
+        cfg, tiny_base, prompts, (0.1, 1.0))
+
+
 def test_gap_is_the_curves_read_at_ppos_kl():
     curves = {"rm": {"1": {"kl": 0.0, "gold": 0.0}, "0.1": {"kl": 2.0, "gold": 0.4}},
               "gold": {"1": {"kl": 0.0, "gold": 0.0}, "0.1": {"kl": 2.0, "gold": 1.0}}}

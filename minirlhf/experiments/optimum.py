@@ -28,8 +28,8 @@ import numpy as np
 from minirlhf import dpo, optimum
 from minirlhf.evaluation import gold_scores
 from minirlhf.experiments.base import BaseModels
-from minirlhf.experiments.toolkit import (at, best_of_n_curves, eval_prompts, fmt, measure, result, seed_bases,
-                                          spread_tree, table, train_ppo)
+from minirlhf.experiments.toolkit import (at, best_of_n_curves, bon_draws, eval_prompts, fmt, measure, result,
+                                          rm_scores, seed_bases, spread_tree, table, train_ppo)
 from minirlhf.pipeline import PipelineConfig
 from minirlhf.world import PROMPT_KINDS
 
@@ -84,14 +84,19 @@ def distinct_prompts(prompts) -> list[tuple]:
     return [(p, n) for p, n in counts.values()]
 
 
-def optimum_curves(cfg: Config, base: BaseModels, prompts, betas: tuple[float, ...]) -> dict:
+def optimum_curves(cfg: Config, base: BaseModels, prompts, betas: tuple[float, ...],
+                   found: list[dict] | None = None) -> dict:
     """pi*_beta's figures for each reward and beta, averaged over `prompts` (repeats weighted); the coverage (mean,
-    lowest prompt, mean by kind), the support's size, and SFT's gold three ways (`sft_gold`)."""
+    lowest prompt, mean by kind), the support's size, and SFT's gold three ways (`sft_gold`). found: best-of-n's
+    `bon_draws` of these prompts, if made already (the support is drawn from them: the same key, the same draws)."""
     rows = {name: {beta: [] for beta in betas} for name in REWARDS}
     weights, cover, kinds, sizes, drawn, on_support = [], [], [], [], [], []
     for j, (prompt, count) in enumerate(distinct_prompts(prompts)):
-        key = jax.random.fold_in(base.keys["bon"], j)  # best_of_n_curves' key: the same draws
-        s = optimum.draw_support(key, base.sft, base.rm, prompt, base.cfg.model, cfg.draws)
+        if found:  # bon_draws of the same prompts, in the same order
+            s = optimum.support(found[j]["tokens"], found[j]["valid"], base.sft, base.rm, base.cfg.model)
+        else:
+            key = jax.random.fold_in(base.keys["bon"], j)  # best_of_n_curves' key: the same draws
+            s = optimum.draw_support(key, base.sft, base.rm, prompt, base.cfg.model, cfg.draws)
         rewards = {"rm": s.scores, "gold": gold_scores(base.world, [prompt] * len(s.tokens), s.tokens)}
         for name in REWARDS:
             for beta in betas:
@@ -151,12 +156,13 @@ def run_seed(cfg: Config, base: BaseModels) -> dict:
     out["ppo"] = ppo | {"beta": beta, "objective": ppo["proxy"] - beta * ppo["kl"]}  # PPO's objective, measured
     out["dpo"] = measure(dpo.train_dpo(base.keys["dpo"], base.sft, base.pairs, base.cfg.model, base.cfg.dpo)[0],
                          base, prompts)[0]
-    out["best_of_n"] = {}
+    out["best_of_n"], found = {}, None
     if cfg.bon_ns:
-        c = best_of_n_curves(base, {"rm": base.rm}, prompts, cfg.bon_ns, cfg.draws)["rm"]
+        found = bon_draws(base, prompts, cfg.draws, rm_scores(base, {"rm": base.rm}))  # the optimum's support too
+        c = best_of_n_curves(base, {"rm": base.rm}, prompts, cfg.bon_ns, cfg.draws, found)["rm"]
         out["best_of_n"] = {str(n): {"gold": g, "kl": max(k, 0.0), "proxy": p, "coverage": c["coverage"]}
                             for n, g, k, p in zip(c["n"], c["gold"], c["kl"], c["proxy"])}  # max: best-of-1 rounds below 0
-    opt = optimum_curves(cfg, base, prompts, tuple(sorted(set(cfg.betas) | {beta})))
+    opt = optimum_curves(cfg, base, prompts, tuple(sorted(set(cfg.betas) | {beta})), found)
     out["optimum_at_ppo_beta"] = opt["curves"]["rm"][str(beta)]
     out["curves"] = {name: {str(b): opt["curves"][name][str(b)] for b in cfg.betas} for name in REWARDS}
     out["gap"] = gap(out["ppo"], out["optimum_at_ppo_beta"], out["curves"])

@@ -197,7 +197,8 @@ def check_bon_ns(ns: tuple[int, ...], draws: int) -> None:
 def bon_draws(base: BaseModels, prompts: list[Prompt], draws: int, score) -> list[dict]:
     """Per distinct prompt of `prompts`: `draws` SFT samples (the "bon" key folded with the prompt's index) and what
     best-of-n needs of them: how often the prompt occurs, gold [M], log-probs [M], the distinct rows, the tokens
-    [M, T], and `score(gen)`: the reward models' scores of the samples, in whatever form the caller's curves read."""
+    [M, T] with their validity, and `score(gen)`: the reward models' scores of the samples, in whatever form the
+    caller's curves read."""
     distinct: dict[tuple, list] = {}
     for p in prompts:
         distinct.setdefault(p.words, [p, 0])[1] += 1
@@ -207,7 +208,7 @@ def bon_draws(base: BaseModels, prompts: list[Prompt], draws: int, score) -> lis
         tokens = np.asarray(gen.tokens)
         out.append({"prompt": prompt, "count": count, "gold": gold_scores(base.world, [prompt] * draws, tokens),
                     "logprobs": np.asarray(gen.logprobs).sum(axis=1), "keep": bon.distinct_responses(tokens),
-                    "tokens": tokens, "scores": score(gen)})
+                    "tokens": tokens, "valid": np.asarray(gen.valid), "scores": score(gen)})
     return out
 
 
@@ -224,12 +225,18 @@ def bon_curve(draws: list[dict], reward, ns: tuple[int, ...]) -> dict:
     return {"n": list(ns), "gold": list(gold), "proxy": list(proxy), "kl": list(kl)}
 
 
+def rm_scores(base: BaseModels, rms: dict[str, dict]):
+    """`bon_draws`' score: each reward model's scores of the samples, name -> [M]."""
+    return lambda gen: {name: np.asarray(reward_model.score(rm, gen.tokens, gen.valid, base.cfg.model))
+                        for name, rm in rms.items()}
+
+
 def best_of_n_curves(base: BaseModels, rms: dict[str, dict], prompts: list[Prompt], ns: tuple[int, ...],
-                     draws: int) -> dict:
+                     draws: int, found: list[dict] | None = None) -> dict:
     """`bon_curve` for every reward model of `rms` from one set of `bon_draws`, with the KL bound, the coverage (the
-    SFT mass the distinct draws hold) and, per distinct prompt, the response the RM likes best and its gold."""
-    found = bon_draws(base, prompts, draws, lambda gen: {name: np.asarray(reward_model.score(
-        rm, gen.tokens, gen.valid, base.cfg.model)) for name, rm in rms.items()})  # name -> [M]
+    SFT mass the distinct draws hold) and, per distinct prompt, the response the RM likes best and its gold.
+    found: those draws, if the caller has made them (`bon_draws(base, prompts, draws, rm_scores(base, rms))`)."""
+    found = found or bon_draws(base, prompts, draws, rm_scores(base, rms))
     total = sum(dr["count"] for dr in found)
     coverage = sum(dr["count"] * float(np.exp(dr["logprobs"][dr["keep"]]).sum()) for dr in found) / total
     top = {name: [int(np.argmax(dr["scores"][name])) for dr in found] for name in rms}
