@@ -29,10 +29,16 @@ def base():
 
 
 @pytest.fixture(scope="module")
-def result(base):
+def run_and_kept(base):
     cfg = rlvr.Config(iterations=2, batch_size=8, group_size=2, n_eval=16, n_scale=16, pass_samples=4, n_shown=2,
                       pipeline=base.cfg)
-    return rlvr.run(cfg, seeds=(0,), cache=None, bases={0: base})
+    kept = {}
+    return rlvr.run(cfg, seeds=(0,), cache=None, bases={0: base}, keep=kept), kept, cfg
+
+
+@pytest.fixture(scope="module")
+def result(run_and_kept):
+    return run_and_kept[0]
 
 
 def policies(seed: dict) -> dict:
@@ -54,6 +60,18 @@ def test_every_method_is_measured_in_the_one_schema(result):
         assert figures["pass_at_k"] == sorted(figures["pass_at_k"]), f"{name}: pass@k cannot fall as k grows"
     assert len(seed["plus_ppo"]["hack"]["common"]) <= 2 and len(seed["rm_ppo"]["gold_curve"]) == 2
     assert result["aggregate"]["rlvr_ppo"]["pass_at_k"][0]["values"] == [seed["rlvr_ppo"]["pass_at_k"][0]]
+
+
+def test_kept_policies_are_the_ones_measured(run_and_kept, base):
+    """run(keep=...) hands back each trained policy; measured again, each gives the gold the result reports."""
+    from minirlhf.experiments.toolkit import eval_prompts, measure
+    result, kept, cfg = run_and_kept
+    assert set(kept) == {0} and set(kept[0]) == set(rlvr.METHODS)
+    prompts = eval_prompts(base, cfg.n_eval)
+    for method, params in kept[0].items():
+        assert measure(params, base, prompts)[0]["gold"] == result["seeds"]["0"][method]["gold"], method
+        moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(base.sft))]
+        assert any(moved), f"{method}: the kept params are SFT's, not the trained policy's"
 
 
 def test_the_jittable_checker_counts_what_the_toolkit_counts(result):

@@ -195,8 +195,9 @@ def decode_hack(prompts: list, ev: dict, n_shown: int) -> dict:
         for t, n in Counter(texts).most_common(n_shown)]}
 
 
-def run_seed(cfg: Config, base: BaseModels) -> dict:
-    """Train every method from these base models and measure it on the held-out prompts; one seed's result."""
+def run_seed(cfg: Config, base: BaseModels, keep: dict | None = None) -> dict:
+    """Train every method from these base models and measure it on the held-out prompts; one seed's result.
+    keep: if given, each method's trained params are kept in it (method -> params), for a caller to read."""
     prompts = eval_prompts(base, cfg.n_eval)
     reward = rewards(base, cfg)
     out = {"sft": measure_policy(base.sft, base, prompts, cfg)[0], "pretrained": {"knows": pretraining_knows(base)}}
@@ -204,6 +205,8 @@ def run_seed(cfg: Config, base: BaseModels) -> dict:
         start = time.perf_counter()
         params, history = train(method, base, cfg, reward.get(method))
         seconds = time.perf_counter() - start
+        if keep is not None:
+            keep[method] = params
         out[method], ev = measure_policy(params, base, prompts, cfg)
         out[method] |= {"gold_curve": history["objective/gold"].tolist(), "seconds": round(seconds, 1)}
         if method == "plus_ppo":
@@ -211,8 +214,14 @@ def run_seed(cfg: Config, base: BaseModels) -> dict:
     return out
 
 
-def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict | None = None) -> dict:
-    per_seed = {str(seed): run_seed(cfg, base) for seed, base in seed_bases(cfg, seeds, cache, bases)}
+def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict | None = None,
+        keep: dict | None = None) -> dict:
+    """Every seed's result and their spread. keep: if given, keep[seed][method] = the trained params (a notebook
+    reads its policies from there)."""
+    kept = {seed: {} for seed in seeds} if keep is not None else {}
+    per_seed = {str(seed): run_seed(cfg, base, kept.get(seed)) for seed, base in seed_bases(cfg, seeds, cache, bases)}
+    if keep is not None:
+        keep.update(kept)
     agg = spread_tree(list(per_seed.values()))
     for name in ("sft", *cfg.methods):  # pass@k is a curve: its spread point by point
         agg[name]["pass_at_k"] = [spread_tree([{"p": s[name]["pass_at_k"][j]} for s in per_seed.values()])["p"]
