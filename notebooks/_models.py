@@ -149,20 +149,21 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def scoreboard(notebook: str, models: dict[str, dict]) -> dict:
+def scoreboard(notebook: str, models: dict[str, dict], kl_to_sft: bool = True) -> dict:
     """The course's running scoreboard: measure each of `models` (name -> params of MODEL's shape) on EVAL_PROMPTS,
     with the eval key, as every notebook measures a model: gold ± standard error, exact KL to SFT, answer rate.
 
     The rows are kept in SCOREBOARD with the notebook that made them, so each notebook's row joins the earlier
     notebooks' (those run before, on this seed) and the table is printed in course order. A model measured again
-    (a notebook run again) replaces its row. Returns the whole board, name -> row.
+    (a notebook run again) replaces its row. kl_to_sft=False leaves the KL out (notebook 01: SFT does not exist
+    yet, and measuring against it would train it there). Returns the whole board, name -> row.
     """
     board = json.loads(SCOREBOARD.read_text()) if SCOREBOARD.exists() else {}
-    sft_params = sft_model()
+    sft_params = sft_model() if kl_to_sft else None
     for name, params in models.items():
         ev = evaluate(params, MODEL, WORLD, EVAL_PROMPTS, KEYS["eval"], ref_params=sft_params)
         board[name] = {"notebook": notebook, "gold": ev["gold_reward"],
-                       "gold_se": float(np.std(ev["gold"]) / np.sqrt(len(EVAL_PROMPTS))), "kl": ev["kl_to_sft"],
+                       "gold_se": float(np.std(ev["gold"]) / np.sqrt(len(EVAL_PROMPTS))), "kl": ev.get("kl_to_sft"),
                        "answer_rate": ev["answer_rate"]}
     ARTIFACTS.mkdir(exist_ok=True)
     SCOREBOARD.write_text(json.dumps(board, indent=1))
@@ -170,6 +171,7 @@ def scoreboard(notebook: str, models: dict[str, dict]) -> dict:
           "(notebooks not yet run on this seed have no row)")
     print(f"{'model':<34}{'notebook':<10}{'gold ± se':>16}{'KL to SFT':>11}{'answers':>9}")
     for name, row in sorted(board.items(), key=lambda item: item[1]["notebook"]):  # stable: within a notebook, as added
-        print(f"{name:<34}{row['notebook']:<10}{row['gold']:>+9.3f} ± {row['gold_se']:.3f}{row['kl']:>11.3f}"
+        kl = "—" if row["kl"] is None else f"{row['kl']:.3f}"
+        print(f"{name:<34}{row['notebook']:<10}{row['gold']:>+9.3f} ± {row['gold_se']:.3f}{kl:>11}"
               f"{row['answer_rate']:>9.1%}")
     return board

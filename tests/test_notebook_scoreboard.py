@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -20,10 +21,11 @@ def test_rows_join_the_earlier_notebooks_rows_in_course_order_and_a_rerun_replac
     measured = []
 
     def fake_evaluate(params, cfg, world, prompts, key, ref_params=None):
-        assert ref_params == "sft" and prompts is models.EVAL_PROMPTS, "every row: the eval prompts, KL to SFT"
+        assert prompts is models.EVAL_PROMPTS, "every row: the eval prompts"
         measured.append(params)
-        gold = np.full(len(prompts), {"a": 0.5, "b": -0.25, "c": 0.75}[params])
-        return {"gold_reward": float(gold.mean()), "gold": gold, "kl_to_sft": 1.0, "answer_rate": 0.5}
+        gold = np.full(len(prompts), {"a": 0.5, "b": -0.25, "c": 0.75, "d": 0.0}[params])
+        kl = {} if ref_params is None else {"kl_to_sft": 1.0 if ref_params == "sft" else float("nan")}
+        return {"gold_reward": float(gold.mean()), "gold": gold, "answer_rate": 0.5} | kl
 
     monkeypatch.setattr(models, "evaluate", fake_evaluate)
     models.scoreboard("04", {"PPO": "a"})
@@ -34,3 +36,7 @@ def test_rows_join_the_earlier_notebooks_rows_in_course_order_and_a_rerun_replac
     assert board["PPO"]["gold"] == 0.75 and board["PPO"]["gold_se"] == 0.0 and set(board) == {"PPO", "SFT"}
     last_table = capsys.readouterr().out.split("scoreboard, seed")[-1]
     assert last_table.index("SFT") < last_table.index("PPO"), "course order: notebook 02's row before 04's"
+    assert board["PPO"]["kl"] == 1.0, "KL to notebook 02's SFT model"
+    monkeypatch.setattr(models, "sft_model", lambda: pytest.fail("kl_to_sft=False must not load (or train) SFT"))
+    board = models.scoreboard("01", {"pretrained": "d"}, kl_to_sft=False)
+    assert board["pretrained"]["kl"] is None and "—" in capsys.readouterr().out.split("pretrained")[-1]

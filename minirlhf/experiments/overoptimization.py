@@ -45,7 +45,7 @@ class Config:
     ppo_runs: tuple[tuple[float, float], ...] = ((0.0, 3e-4), (0.1, 3e-4))
     """PPO runs as (beta, learning rate). The first is the over-optimization run the RL form is fitted to
     (beta = 0: no KL penalty; 3e-4 is the pipeline's lr); the others show what a KL penalty (or a smaller
-    step) changes. Add (0.0, 1e-4) to see a run that settles instead of finding the hack."""
+    step) changes. Add (0.0, 1e-4) to see whether a smaller step delays the hack or avoids it."""
     ppo_iterations: int = 100
     """PPO iterations per run (as many as the pipeline's run; the hack shows within the first tens)."""
     n_checkpoints: int = 12
