@@ -94,3 +94,13 @@ def test_a_planted_mistake_runs_inside_the_with_only():
     np.testing.assert_allclose(wrong[0], [0, 0.5, 1.5, 0], err_msg="planted: each token earns beta * k1")
     np.testing.assert_allclose(shaped(), right, err_msg="after the `with`, the library's function is back")
     assert "instead of subtracting" in describe("kl_shaped_rewards_sign_flipped")
+
+
+def test_an_unknown_mistake_is_named_with_the_catalogue_before_anything_runs(monkeypatch, tmp_path):
+    from minirlhf.grade import mistakes
+    with pytest.raises(FileNotFoundError, match="the catalogue has .*kl_shaped_rewards_sign_flipped"):
+        with planted("kl_shaped_rewards_typo"):
+            pass
+    monkeypatch.setattr(mistakes, "CATALOGUE", tmp_path / "missing")  # as after `pip install .`: no tests/ folder
+    with pytest.raises(FileNotFoundError, match="ships with a clone"):
+        describe("kl_shaped_rewards_sign_flipped")

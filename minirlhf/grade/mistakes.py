@@ -41,4 +41,9 @@ def planted(mistake: str) -> Iterator[Callable]:
 
 def _load(mistake: str):
     """CATALOGUE/<mistake>.py as a module (it ships with a clone of the repository, not with `pip install`)."""
+    if not (CATALOGUE / f"{mistake}.py").is_file():
+        known = sorted(p.stem for p in CATALOGUE.glob("*.py")) if CATALOGUE.is_dir() else []
+        raise FileNotFoundError(
+            f"no mistake {mistake!r} in {CATALOGUE}: " + (f"the catalogue has {', '.join(known)}" if known else
+            "the catalogue ships with a clone of the course repository (tests/wrong_impls/), not with pip install"))
     return load_learner_module(CATALOGUE, mistake)
