@@ -43,8 +43,30 @@ def tiny_cfg(tiny_base):
 
 
 @pytest.fixture(scope="module")
-def tiny_result(tiny_base, tiny_cfg):
-    return exp.run(tiny_cfg, seeds=(0,), cache=None, bases={0: tiny_base})
+def tiny_run(tiny_base, tiny_cfg):
+    kept = {}
+    return exp.run(tiny_cfg, seeds=(0,), cache=None, bases={0: tiny_base}, keep=kept), kept
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tiny_run):
+    return tiny_run[0]
+
+
+def test_kept_policies_are_each_runs_last_one(tiny_run, tiny_base):
+    """run(keep=...) hands back the final policy of both runs at every beta: measured again, each gives the gold of
+    its last round."""
+    from minirlhf.experiments.toolkit import eval_prompts, measure
+    result, kept = tiny_run
+    assert set(kept) == {0} and set(kept[0]) == {"beta=0.2", "beta=0"}
+    prompts = eval_prompts(tiny_base, result["config"]["n_eval"])
+    for beta, runs in kept[0].items():
+        assert set(runs) == set(exp.METHODS)
+        for name, params in runs.items():
+            last = result["seeds"]["0"]["runs"][beta][name]["rounds"][-1]
+            assert measure(params, tiny_base, prompts)[0]["gold"] == last["gold"], (beta, name)
+            moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(tiny_base.sft))]
+            assert any(moved), f"{beta} {name}: the kept params are SFT's, not the trained policy's"
 
 
 def test_tiny_iterated_result_structure(tiny_result):

@@ -126,8 +126,9 @@ def round_end(params: dict, base: BaseModels, cfg: Config, prompts: list, rm: di
     return checkpoint(params, base, prompts, rm) | {"_pairs": pairs}
 
 
-def run_single(cfg: Config, base: BaseModels, rm: dict, beta: float, prompts: list) -> tuple[list, list, dict]:
-    """PPO from SFT against the single-pass RM for all iterations, measured at every round's end."""
+def run_single(cfg: Config, base: BaseModels, rm: dict, beta: float, prompts: list) -> tuple[list, list, dict, dict]:
+    """PPO from SFT against the single-pass RM for all iterations, measured at every round's end; returns the
+    round ends, the RM of each round, the logged curves and the final policy."""
     ppo_cfg = dataclasses.replace(base.cfg.ppo, beta=beta, iterations=cfg.iterations)
     n, points = cfg.iterations_per_round, []
 
@@ -135,15 +136,16 @@ def run_single(cfg: Config, base: BaseModels, rm: dict, beta: float, prompts: li
         if i % n == 0:
             points.append(round_end(params, base, cfg, prompts, rm, i // n))
 
-    _, history = train_ppo(base, ppo_cfg, rm=rm, on_iteration=on_iteration)
+    policy, history = train_ppo(base, ppo_cfg, rm=rm, on_iteration=on_iteration)
     for r, point in enumerate(points):  # each round's slice of the one PPO log
         point |= gold_free({k: v[r * n:(r + 1) * n] for k, v in history.items()})
-    return points, [rm] * cfg.rounds, logged(history)
+    return points, [rm] * cfg.rounds, logged(history), policy
 
 
 def run_iterated(cfg: Config, base: BaseModels, first: tuple[dict, dict], beta: float,
-                 prompts: list) -> tuple[list, list, dict]:
-    """R rounds of label, retrain on every pair so far, and continue PPO; first: round 1's (pairs, RM) from SFT."""
+                 prompts: list) -> tuple[list, list, dict, dict]:
+    """R rounds of label, retrain on every pair so far, and continue PPO; first: round 1's (pairs, RM) from SFT.
+    Returns what `run_single` returns."""
     ppo_cfg = dataclasses.replace(base.cfg.ppo, beta=beta, iterations=cfg.iterations_per_round)
     policy, (pairs, rm) = base.sft, first
     pair_sets, points, rms, curves = [pairs], [], [], []
@@ -157,7 +159,7 @@ def run_iterated(cfg: Config, base: BaseModels, first: tuple[dict, dict], beta: 
                       | {"pairs": len(union(pair_sets)["kind"])})
         rms.append(rm)
         curves.append(logged(history))
-    return points, rms, {k: sum((c[k] for c in curves), []) for k in curves[0]}
+    return points, rms, {k: sum((c[k] for c in curves), []) for k in curves[0]}, policy
 
 
 def finish(points: list, rms: list, start: dict, base: BaseModels, cfg: Config) -> list:
@@ -188,8 +190,9 @@ def single_pass_rm(cfg: Config, base: BaseModels, cache) -> dict:
     return rm_variant(base, rm_config(base, cfg.label_budget), cache)[0]
 
 
-def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
-    """Both runs at every beta from one seed's base models; round 1's pairs and RM are shared by the betas."""
+def run_seed(cfg: Config, base: BaseModels, cache=None, keep: dict | None = None) -> dict:
+    """Both runs at every beta from one seed's base models; round 1's pairs and RM are shared by the betas.
+    keep: if given, keep["beta=B"][run] = that run's final policy, for a caller to read."""
     prompts = eval_prompts(base, cfg.n_eval)
     start = round_end(base.sft, base, cfg, prompts, base.rm, 0)  # SFT, with its held-out pairs
     keys = round_keys(base, 1)
@@ -201,14 +204,22 @@ def run_seed(cfg: Config, base: BaseModels, cache=None) -> dict:
         single = run_single(cfg, base, single_rm, beta, prompts)
         iterated = run_iterated(cfg, base, first, beta, prompts)
         runs[f"beta={beta:g}"] = {name: {"rounds": finish(points, rms, start, base, cfg), "curves": curves}
-                                  for name, (points, rms, curves) in zip(METHODS, (single, iterated))}
+                                  for name, (points, rms, curves, _) in zip(METHODS, (single, iterated))}
+        if keep is not None:
+            keep[f"beta={beta:g}"] = {name: run[-1] for name, run in zip(METHODS, (single, iterated))}
     sft = {k: v for k, v in start.items() if not k.startswith("_")}
     return {"seed": base.cfg.seed, "sft": sft, "runs": runs}
 
 
-def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict[int, BaseModels] | None = None) -> dict:
-    """Run every seed; `bases` may hold already-trained base models by seed (a notebook passes its own)."""
-    per_seed = {str(seed): run_seed(cfg, base, cache) for seed, base in seed_bases(cfg, seeds, cache, bases)}
+def run(cfg: Config = Config(), seeds=(0, 1, 2), cache="runs/cache", bases: dict[int, BaseModels] | None = None,
+        keep: dict | None = None) -> dict:
+    """Run every seed; `bases` may hold already-trained base models by seed (a notebook passes its own). keep: if
+    given, keep[seed]["beta=B"][run] = the final policy of that run."""
+    kept = {seed: {} for seed in seeds} if keep is not None else {}
+    per_seed = {str(seed): run_seed(cfg, base, cache, kept.get(seed))
+                for seed, base in seed_bases(cfg, seeds, cache, bases)}
+    if keep is not None:
+        keep.update(kept)
     return result("iterated", cfg, per_seed, aggregate(per_seed), pairs_per_round=cfg.pairs_per_round,
                   iterations_per_round=cfg.iterations_per_round)
 
