@@ -177,6 +177,13 @@ def test_a_check_of_a_stub_shows_what_to_write_and_a_pass_does_not(capsys):
     assert "def kl_bound(" not in capsys.readouterr().out
 
 
+
+def test_the_stub_text_of_a_function_the_learner_deleted_says_so(tmp_path):
+    from minirlhf.grade import stub_text
+    (tmp_path / "best_of_n.py").write_text("def something_else():\n    pass\n")
+    assert "has no function kl_bound" in stub_text("kl_bound", tmp_path)
+
+
 # ---------------------------------------------------------------- running a stage on the learner's code
 
 

@@ -459,7 +459,9 @@ def stub_text(name: str, impl: str | os.PathLike = "exercises") -> str:
     indented under a line that says where to write it."""
     path = resolve_impl(impl) / f"{BY_NAME[name].stage}.py"
     source = path.read_text()
-    node = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef) and n.name == name)
+    node = next((n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef) and n.name == name), None)
+    if node is None:  # the learner renamed or deleted it: say so rather than fail inside check()
+        return textwrap.indent(f"{path.parent.name}/{path.name} has no function {name}: write it there", "      ")
     first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
     code = "\n".join(source.splitlines()[first - 1:node.end_lineno])
     return textwrap.indent(f"write it in {path.parent.name}/{path.name}:\n\n{code}", "      ")
