@@ -29,6 +29,7 @@ from minirlhf.transformer import ModelConfig, init_params
 BATCH, SEQ_LEN = 64, 48  # training batch
 N_PROMPTS, PROMPT_WIDTH, NEW_TOKENS = 64, 16, 24  # generation
 REPEATS = 20
+ROUNDS = 5  # the two libraries take turns: each round times every runner once more
 EOS_ID, PAD_ID = 2, 0  # the toy world's ids; random weights rarely emit EOS, so rows run to full length
 
 
@@ -48,6 +49,23 @@ def median_times_ms(runners: dict, repeats: int = REPEATS) -> dict:
             samples.append(time.perf_counter() - start)
         times[name] = 1000 * statistics.median(samples)
     return times
+
+
+def rounds_of_medians(runners: dict, rounds: int = ROUNDS, repeats: int = REPEATS) -> dict:
+    """{name: [median ms of each round]}: median_times_ms over all runners, `rounds` times in turn.
+
+    A shared machine's load drifts over seconds, so one block of our calls and a later block of torch's can
+    meet different loads. A ratio taken within one round compares the two under (nearly) the same load; the
+    spread of the rounds' ratios shows how much the load moved.
+    """
+    per_round = [median_times_ms(runners, repeats) for _ in range(rounds)]
+    return {name: [times[name] for times in per_round] for name in runners}
+
+
+def ratio_over_rounds(theirs_ms: list[float], ours_ms: list[float]) -> tuple[float, float, float]:
+    """(median, min, max) over rounds of the round's ratio theirs / ours."""
+    ratios = [theirs / ours for theirs, ours in zip(theirs_ms, ours_ms, strict=True)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
 def compile_ms(runners: dict) -> dict:
@@ -180,13 +198,14 @@ def main() -> None:
     else:
         has_torch = True
         runners.update(torch_runners(cfg, sample_cfg))
-    result = median_times_ms(runners) | compiling
-    if has_torch:
-        result["train_speedup"] = result["torch_train_step_ms"] / result["train_step_ms"]
-        result["generate_speedup"] = result["torch_generate_ms"] / result["generate_ms"]
+    timed = rounds_of_medians(runners)
+    result = {name: statistics.median(ms) for name, ms in timed.items()} | compiling
+    for what, ours in (("train", "train_step_ms"), ("generate", "generate_ms")) if has_torch else ():
+        result[f"{what}_speedup"], *result[f"{what}_speedup_range"] = ratio_over_rounds(timed[f"torch_{ours}"], timed[ours])
     result["config"] = {
         "model": vars(cfg), "train_batch": BATCH, "train_seq_len": SEQ_LEN, "prompts": N_PROMPTS,
         "prompt_width": PROMPT_WIDTH, "max_new_tokens": NEW_TOKENS, "repeats": REPEATS,
+        "rounds": ROUNDS,
         "cpu_count": os.cpu_count(), "jax_backend": jax.default_backend(), "malloc_keeps_freed_memory": malloc_tuned,
         "compile_cache": str(cache) if cache else None,
     }
@@ -195,14 +214,16 @@ def main() -> None:
         return
     print(f"model {vars(cfg)}")
     print(f"train step: {BATCH} x {SEQ_LEN} tokens; generate: {N_PROMPTS} prompts of {PROMPT_WIDTH} + {NEW_TOKENS} new")
-    print(f"medians of {REPEATS} runs, {os.cpu_count()} threads; malloc keeps freed memory: {malloc_tuned}")
+    print(f"{ROUNDS} rounds, each library in turn, of {REPEATS} timed calls: the median time over rounds and the "
+          f"median (min-max) of the rounds' speedups; {os.cpu_count()} threads; malloc keeps freed memory: {malloc_tuned}")
     print(f"compiling the first call: train step {compiling['train_step_compile_ms']:.0f} ms, generate "
           f"{compiling['generate_compile_ms']:.0f} ms; {describe(cache)}")
-    print(f"{'':<12}{'minirlhf (ms)':>15}{'torch eager (ms)':>18}{'speedup':>10}")
+    print(f"{'':<12}{'minirlhf (ms)':>15}{'torch eager (ms)':>18}{'speedup':>10}  (min-max)")
     for name, ours, theirs, speedup in (("train step", "train_step_ms", "torch_train_step_ms", "train_speedup"),
                                         ("generate", "generate_ms", "torch_generate_ms", "generate_speedup")):
         if has_torch:
-            print(f"{name:<12}{result[ours]:>15.2f}{result[theirs]:>18.2f}{result[speedup]:>9.1f}x")
+            low, high = result[f"{speedup}_range"]
+            print(f"{name:<12}{result[ours]:>15.2f}{result[theirs]:>18.2f}{result[speedup]:>9.2f}x  ({low:.2f}-{high:.2f})")
         else:
             print(f"{name:<12}{result[ours]:>15.2f}{'(no torch)':>18}")
 
