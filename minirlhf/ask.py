@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from minirlhf import checkpoint, reward_model
@@ -68,7 +67,7 @@ def ask(question: str, run: str = "runs/default", samples: int = 4, seed: int = 
         gen = sample(models[name], cfg, prompts, jax.random.fold_in(jax.random.PRNGKey(seed), i))
         tokens = np.asarray(gen.tokens)  # [samples, P + R]
         gold = gold_scores(world, prompts, tokens)
-        rm = np.asarray(reward_model.score(models["reward_model"], jnp.asarray(tokens), gen.valid, cfg))
+        rm = np.asarray(reward_model.score(models["reward_model"], jax.device_put(tokens), gen.valid, cfg))
         for (words, ended), g, r in zip(decode_responses(tokens), gold, rm):
             rows.append({"model": name, "reply": " ".join(words), "ended": ended, "gold": float(g), "rm": float(r)})
     return rows

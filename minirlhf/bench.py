@@ -92,7 +92,7 @@ def jax_runners(cfg: ModelConfig, sample_cfg: SampleConfig) -> dict:
     tokens = jax.random.randint(k_data, (BATCH, SEQ_LEN), 0, cfg.vocab_size)
     valid = jnp.ones_like(tokens, dtype=bool)
     data = {"tokens": tokens, "valid": valid, "loss_mask": valid.at[:, 0].set(False)}
-    state = {"train": init_state(jax.tree.map(jnp.copy, params), make_optimizer(optim_cfg)), "key": k_steps}
+    state = {"train": init_state(jax.device_put(params, may_alias=False), make_optimizer(optim_cfg)), "key": k_steps}
 
     def run_train():
         state["key"], key = jax.random.split(state["key"])

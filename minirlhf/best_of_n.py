@@ -74,7 +74,7 @@ def best_of_n(key: jax.Array, sft_params: dict, rm_params: dict, prompts: list[P
     """Best of n SFT samples for each prompt, by reward model score. n = 1 is plain sampling."""
     check_inputs(sft_params, rm_params, prompts, cfg, n, "best_of_n")
     tokens, valid = encode_prompts(prompts)
-    return sample_best_of_n(sft_params, rm_params, jnp.asarray(tokens), jnp.asarray(valid), key, cfg, n, sample_cfg)
+    return sample_best_of_n(sft_params, rm_params, jax.device_put(tokens), jax.device_put(valid), key, cfg, n, sample_cfg)
 
 
 def check_inputs(sft_params: dict, rm_params: dict, prompts: list[Prompt], cfg: transformer.ModelConfig, n: int,
@@ -141,7 +141,7 @@ def best_of_n_kl(key: jax.Array, sft_params: dict, rm_params: dict, prompts: lis
     per_prompt = zip(prompts, jax.random.split(key, len(prompts)))
     for prompt, key_prompt in tqdm(per_prompt, total=len(prompts), desc=f"best-of-{n} KL", leave=False):
         tokens, valid = encode_prompts([prompt] * n_draws)  # [M, P]: one prompt, M draws
-        drawn = _generate_and_score(sft_params, rm_params, jnp.asarray(tokens), jnp.asarray(valid), key_prompt, cfg, sample_cfg)
+        drawn = _generate_and_score(sft_params, rm_params, jax.device_put(tokens), jax.device_put(valid), key_prompt, cfg, sample_cfg)
         seq_logprobs, scores, responses = map(np.asarray, drawn)  # [M], [M], [M, P + R]
         keep = distinct_responses(responses)
         coverage.append(float(np.exp(seq_logprobs[keep]).sum()))

@@ -103,7 +103,7 @@ def judge(params: dict, cfg: transformer.ModelConfig, rule: str,
     good, bad = [], []
     for start in range(0, n + pad, JUDGE_BATCH):
         rows = slice(start, start + JUDGE_BATCH)
-        g, b = verdicts_step(params, jnp.asarray(judge_tokens[rows]), jnp.asarray(judge_valid[rows]), cfg)
+        g, b = verdicts_step(params, jax.device_put(judge_tokens[rows]), jax.device_put(judge_valid[rows]), cfg)
         good.append(np.asarray(g))
         bad.append(np.asarray(b))
     return np.concatenate(good)[:n], np.concatenate(bad)[:n]

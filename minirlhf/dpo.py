@@ -125,7 +125,7 @@ def reference_logprobs(ref_params: dict, pairs: dict, cfg: transformer.ModelConf
     """log pi_ref of every chosen and rejected response, computed once: the reference is frozen."""
     return {
         f"ref_{side}_logps": np.asarray(_compiled_sequence_logprobs(
-            ref_params, jnp.asarray(pairs[f"{side}_tokens"]), jnp.asarray(pairs[f"{side}_valid"]), cfg))
+            ref_params, jax.device_put(pairs[f"{side}_tokens"]), jax.device_put(pairs[f"{side}_valid"]), cfg))
         for side in ("chosen", "rejected")
     }
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from minirlhf import transformer
@@ -148,7 +147,7 @@ def evaluate(params: dict, cfg: transformer.ModelConfig, world: World, prompts: 
     gold = gold_scores(world, prompts, tokens)
     result = {"gold_reward": float(gold.mean()), "answer_rate": float(answered(world, tokens).mean()), "gold": gold}
     if ref_params is not None:
-        kl = sequence_kl(params, ref_params, jnp.asarray(tokens), jnp.asarray(valid), cfg)
+        kl = sequence_kl(params, ref_params, jax.device_put(tokens), jax.device_put(valid), cfg)
         result["kl_to_sft"] = float(np.mean(kl))
     result["tokens"], result["valid"] = tokens, valid
     return result

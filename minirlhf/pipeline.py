@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -174,7 +173,7 @@ def _evaluate_best_of_n(cfg: PipelineConfig, world: World, prompts, keys, sft_pa
 
 
 def _proxy(rm_params, tokens: np.ndarray, valid: np.ndarray, model_cfg: ModelConfig) -> float:
-    return float(np.mean(reward_model.score(rm_params, jnp.asarray(tokens), jnp.asarray(valid), model_cfg)))
+    return float(np.mean(reward_model.score(rm_params, jax.device_put(tokens), jax.device_put(valid), model_cfg)))
 
 
 def _plain(x):

@@ -178,7 +178,7 @@ def update_epochs(state: TrainState, batch, key: jax.Array, loss_fn: Callable, m
 
 def copy(tree):
     """A copy of a pytree of arrays: the update step donates (frees) its input state."""
-    return jax.tree_util.tree_map(jnp.array, tree)
+    return jax.device_put(tree, may_alias=False)  # a transfer, not a compiled copy per shape
 
 
 def train(key: jax.Array, params: dict, ref_params: dict, reward_fn: Callable, reward_params, prompt_fn: Callable,
@@ -208,7 +208,7 @@ def train(key: jax.Array, params: dict, ref_params: dict, reward_fn: Callable, r
     for key_iter in bar:
         key_sample, key_shuffle = jax.random.split(key_iter)
         prompts = [p for p in prompt_fn(rng, cfg.n_prompts) for _ in range(cfg.group_size)]  # G copies in a row
-        prompt_tokens, prompt_valid = (jnp.asarray(a) for a in encode_prompts(prompts))
+        prompt_tokens, prompt_valid = (jax.device_put(a) for a in encode_prompts(prompts))
         gen = generate(state.params["policy"], prompt_tokens, prompt_valid, key_sample, model_cfg, sample_cfg,
                        EOS_ID, PAD_ID)
         iteration_cfg = dataclasses.replace(cfg, beta=kl_state.beta)  # the controller's current beta

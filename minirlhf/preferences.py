@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from minirlhf import transformer
@@ -99,7 +98,7 @@ def make_pairs(
     prompts = sample_prompts(world, numpy_rng(key_prompts), n_pairs, split)
     p_tok, p_valid = encode_prompts(prompts)  # [N, P]
     # Both responses in one call: rows 0..N-1 are response a, rows N..2N-1 response b.
-    gen = generate(sft_params, jnp.asarray(np.concatenate([p_tok, p_tok])), jnp.asarray(np.concatenate([p_valid, p_valid])),
+    gen = generate(sft_params, jax.device_put(np.concatenate([p_tok, p_tok])), jax.device_put(np.concatenate([p_valid, p_valid])),
                    key_sample, model_cfg, PAIR_SAMPLE, EOS_ID, PAD_ID)
     tokens, valid = np.asarray(gen.tokens), np.asarray(gen.valid)  # [2N, P + R]
     decoded = decode_responses(tokens)  # [(words, ended)] * 2N

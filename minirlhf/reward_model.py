@@ -60,7 +60,7 @@ class RMConfig:
 
 def init_reward_model(key: jax.Array, sft_params: dict, cfg: transformer.ModelConfig) -> dict:
     """{"lm": a copy of the SFT transformer, "head": a fresh scalar head}."""
-    return {"lm": jax.tree_util.tree_map(jnp.array, sft_params), "head": transformer.init_scalar_head(key, cfg)}
+    return {"lm": jax.device_put(sft_params, may_alias=False), "head": transformer.init_scalar_head(key, cfg)}
 
 
 def last_index(valid: Bool[Array, "batch seq"]) -> Int[Array, " batch"]:
@@ -130,8 +130,8 @@ def score(rm_params: dict, tokens: Int[Array, "batch seq"], valid: Bool[Array, "
 
 def score_pairs(rm_params: dict, pairs: dict, cfg: transformer.ModelConfig) -> tuple[np.ndarray, np.ndarray]:
     """Rewards of every pair's chosen and rejected response, [N] each."""
-    r_chosen = score(rm_params, jnp.asarray(pairs["chosen_tokens"]), jnp.asarray(pairs["chosen_valid"]), cfg)
-    r_rejected = score(rm_params, jnp.asarray(pairs["rejected_tokens"]), jnp.asarray(pairs["rejected_valid"]), cfg)
+    r_chosen = score(rm_params, jax.device_put(pairs["chosen_tokens"]), jax.device_put(pairs["chosen_valid"]), cfg)
+    r_rejected = score(rm_params, jax.device_put(pairs["rejected_tokens"]), jax.device_put(pairs["rejected_valid"]), cfg)
     return np.asarray(r_chosen), np.asarray(r_rejected)
 
 
@@ -213,7 +213,7 @@ def normalize(
     rm_params: dict, tokens: Int[Array, "batch seq"], valid: Bool[Array, "batch seq"], cfg: transformer.ModelConfig
 ) -> dict:
     """Rescale the head so these samples (SFT's, on train prompts) score mean 0 and std 1."""
-    r = score(rm_params, jnp.asarray(tokens), jnp.asarray(valid), cfg)  # [B]
+    r = score(rm_params, jax.device_put(tokens), jax.device_put(valid), cfg)  # [B]
     mean, std = jnp.mean(r), jnp.std(r) + NORM_EPS
     head = rm_params["head"]
     return {**rm_params, "head": {"w": head["w"] / std, "b": (head["b"] - mean) / std}}

@@ -152,4 +152,4 @@ def sample(params: dict, cfg: ModelConfig, prompts: list[Prompt], key: jax.Array
            sample_cfg: SampleConfig = EVAL_SAMPLE) -> Generation:
     """One response per prompt, in the shared [B, P + R] layout."""
     tokens, valid = encode_prompts(prompts)
-    return generate(params, jnp.asarray(tokens), jnp.asarray(valid), key, cfg, sample_cfg, EOS_ID, PAD_ID)
+    return generate(params, jax.device_put(tokens), jax.device_put(valid), key, cfg, sample_cfg, EOS_ID, PAD_ID)

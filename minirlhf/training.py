@@ -103,9 +103,9 @@ def fit(
     """
     check_inputs(params, data, desc, static)
     step = make_step(loss_fn, cfg, static)
-    params = jax.tree_util.tree_map(jnp.array, params)  # a copy: the step donates (frees) its input
+    params = jax.device_put(params, may_alias=False)  # a copy: the step donates (frees) its input
     state = init_state(params, make_optimizer(cfg))
-    data = jax.tree_util.tree_map(jnp.asarray, data)
+    data = jax.device_put(data)  # to the device once (a transfer: jnp.asarray would compile a copy per shape)
     history: list[dict] = []
     bar = tqdm(range(cfg.steps), desc=desc, leave=False, mininterval=0.5)
     for key_step in jax.random.split(key, cfg.steps):

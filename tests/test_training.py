@@ -116,3 +116,19 @@ def test_a_different_loss_or_batch_size_never_runs_a_stale_step():
         assert np.all(history["rows"] == batch_size), (
             f"OptimConfig(batch_size={batch_size}) trained on batches of {history['rows'][0]:.0f} rows: "
             f"a step compiled for another batch size was reused")
+
+
+def test_fit_copies_its_inputs_to_the_device_without_compiling_a_copy_and_leaves_them_usable():
+    """The step donates its state, so fit copies the params first; that copy, and moving the data to the device,
+    are transfers (jax.device_put), not one small compiled `copy`/`stage` computation per array shape."""
+    from minirlhf.compile_cache import CompileClock
+
+    rows = 24  # a data shape no other test uses, so nothing about it is compiled yet
+    data = {"x": np.ones((rows, 5), np.float32), "y": np.zeros(rows, np.float32)}
+    for params in ({"w": jnp.full(5, 0.5)}, {"w": np.full(5, 0.5, np.float32)}):
+        with CompileClock() as clock:
+            trained, _ = fit(params, _squared_error, data, jax.random.key(3), replace(CFG, steps=3), static={"scale": 2.0})
+        made = clock.split().compiled
+        assert not {"copy", "stage"} & set(made), f"fit compiled {dict(made)}: copy with jax.device_put instead"
+        assert np.asarray(params["w"]).tolist() == [0.5] * 5, "the caller's params must survive the donated step"
+        assert not np.allclose(trained["w"], 0.5), "and the copy is what trained"
