@@ -201,7 +201,8 @@ def main() -> None:
     timed = rounds_of_medians(runners)
     result = {name: statistics.median(ms) for name, ms in timed.items()} | compiling
     for what, ours in (("train", "train_step_ms"), ("generate", "generate_ms")) if has_torch else ():
-        result[f"{what}_speedup"], *result[f"{what}_speedup_range"] = ratio_over_rounds(timed[f"torch_{ours}"], timed[ours])
+        median, low, high = ratio_over_rounds(timed[f"torch_{ours}"], timed[ours])
+        result[f"{what}_speedup"], result[f"{what}_speedup_range"] = median, [low, high]
     result["config"] = {
         "model": vars(cfg), "train_batch": BATCH, "train_seq_len": SEQ_LEN, "prompts": N_PROMPTS,
         "prompt_width": PROMPT_WIDTH, "max_new_tokens": NEW_TOKENS, "repeats": REPEATS,
