@@ -157,7 +157,22 @@ def summary(result: dict) -> str:
                                                            [fmt(agg[m]["gold"]) for m in methods]) + " |")
     lines.append("| seconds per run (mean) | – | " + " | ".join(f"{agg[m]['seconds']['mean']:.0f}" for m in methods) + " |")
     best = max(methods, key=lambda m: agg[m]["gold"]["mean"])
-    lines += ["", f"Highest mean held-out gold reward: {best.upper()} ({agg[best]['gold']['mean']:.3f}); "
-              f"gains over SFT: " + ", ".join(f"{m.upper()} {agg[m]['gold']['mean'] - agg['sft']['gold']['mean']:+.3f}"
-                                               for m in methods) + "."]
+    close = [m.upper() for m in methods if m != best and gold_gap(result, best, m) <= 2 * gold_gap_se(result, best, m)]
+    lines += ["", f"Highest mean held-out gold reward: {best.upper()} ({agg[best]['gold']['mean']:.3f}); within 2 "
+              f"standard errors of it: {', '.join(close) or 'none'}; gains over SFT: "
+              + ", ".join(f"{m.upper()} {agg[m]['gold']['mean'] - agg['sft']['gold']['mean']:+.3f}" for m in methods)
+              + "."]
     return "\n".join(lines)
+
+
+def gold_gap(result: dict, a: str, b: str) -> float:
+    """Method a's mean held-out gold minus method b's, over the seeds."""
+    return float(np.mean([s[a]["gold"] - s[b]["gold"] for s in result["seeds"].values()]))
+
+
+def gold_gap_se(result: dict, a: str, b: str) -> float:
+    """The standard error of gold_gap: over the seeds' paired differences; with one seed, over its prompts."""
+    seeds = list(result["seeds"].values())
+    if len(seeds) == 1:
+        return float(np.hypot(seeds[0][a]["gold_se"], seeds[0][b]["gold_se"]))
+    return float(np.std([s[a]["gold"] - s[b]["gold"] for s in seeds], ddof=1) / np.sqrt(len(seeds)))

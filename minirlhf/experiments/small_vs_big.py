@@ -154,7 +154,11 @@ def summary(result: dict) -> str:
     lines.append("| mean ± std [min, max] | " + " | ".join(fmt(agg[m]["gold"]) for m in MODELS)
                  + f" | {fmt(agg['small_ppo_minus_big_sft'], signed=True)} |")
     d = agg["small_ppo_minus_big_sft"]
-    lines += ["", f"The small RLHF model beats the big SFT-only model in {d['wins']} of {len(seeds)} seeds "
-              f"(margin {d['min']:+.3f} to {d['max']:+.3f}); big SFT minus small SFT: "
-              f"{agg['big_sft']['gold']['mean'] - agg['small_sft']['gold']['mean']:+.3f} on average."]
+    clear = sum(  # seeds on which it is ahead by more than 2 standard errors of the difference of the two means
+        r["small_ppo"]["gold"] - r["big_sft"]["gold"] > 2 * np.hypot(r["small_ppo"]["gold_se"], r["big_sft"]["gold_se"])
+        for r in seeds.values())
+    lines += ["", f"The small RLHF model is ahead of the big SFT-only model in {d['wins']} of {len(seeds)} seeds "
+              f"(margin {d['min']:+.3f} to {d['max']:+.3f}; by more than 2 standard errors in {clear}); "
+              f"big SFT minus small SFT: {agg['big_sft']['gold']['mean'] - agg['small_sft']['gold']['mean']:+.3f} "
+              "on average."]
     return "\n".join(lines)
