@@ -145,3 +145,35 @@ def test_committed_results_have_the_one_schema(name):
         f"docs/experiments/{name}/result.json has the keys {sorted(result)}: every result is "
         "{experiment, config, seeds, aggregate} (and the CLI's seconds), per-seed data under seeds")
     assert result["experiment"] == name and isinstance(result["seeds"], dict)
+
+
+# ---------------------------------------------------------------- summaries that say how far apart
+
+
+def test_grpo_rloo_gap_se_is_paired_over_seeds_and_over_prompts_for_one_seed():
+    from minirlhf.experiments import grpo_rloo
+
+    one = {"seeds": {"0": {"ppo": {"gold": 0.30, "gold_se": 0.03}, "rloo": {"gold": 0.34, "gold_se": 0.04}}}}
+    assert grpo_rloo.gold_gap(one, "rloo", "ppo") == pytest.approx(0.04)
+    assert grpo_rloo.gold_gap_se(one, "rloo", "ppo") == pytest.approx(0.05), "one seed: hypot of the two prompt SEs"
+    gaps = [0.1, 0.2, 0.3]  # rloo - ppo on three seeds; the prompt SEs no longer enter
+    three = {"seeds": {str(i): {"ppo": {"gold": 0.2, "gold_se": 9.0}, "rloo": {"gold": 0.2 + g, "gold_se": 9.0}}
+                       for i, g in enumerate(gaps)}}
+    assert grpo_rloo.gold_gap(three, "rloo", "ppo") == pytest.approx(0.2)
+    assert grpo_rloo.gold_gap_se(three, "rloo", "ppo") == pytest.approx(0.1 / np.sqrt(3)), "std (ddof 1) / sqrt(n)"
+
+
+def test_the_committed_summaries_say_which_differences_exceed_two_standard_errors():
+    """On the committed results: small_vs_big's seed 2 margin (+0.027, SE about 0.043) is within noise, its other two
+    are not; RLOO's highest mean gold is within 2 SE of PPO's (paired over the seeds), far from GRPO's."""
+    import json
+
+    from minirlhf.experiments import grpo_rloo, small_vs_big
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "experiments"
+    svb = json.loads((docs / "small_vs_big" / "result.json").read_text())
+    assert "ahead of the big SFT-only model in 3 of 3 seeds" in small_vs_big.summary(svb)
+    assert "by more than 2 standard errors in 2)" in small_vs_big.summary(svb)
+    grpo = json.loads((docs / "grpo_rloo" / "result.json").read_text())
+    assert "Highest mean held-out gold reward: RLOO (0.379); within 2 standard errors of it: PPO;" in (
+        grpo_rloo.summary(grpo))
