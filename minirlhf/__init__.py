@@ -10,9 +10,10 @@ import ctypes
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed blocks for reuse instead of handing them back to the OS.
 
-    XLA:CPU allocates one scratch buffer per call (about 50 MB for the training step here) and frees
-    it afterwards. glibc returns any block above 32 MB to the OS at once, so every step starts on
-    fresh pages: ~12,000 page faults, 30-40 ms of kernel time on a step that computes for ~60 ms.
+    XLA:CPU allocates one scratch buffer per call (tens of MB for the training step here) and frees it
+    afterwards. glibc returns any block above 32 MB to the OS at once, so every step starts on fresh pages:
+    at the bench size, some 12,800 page faults a step against a few hundred with this call, and a step well
+    over a third slower (jax 0.10, 2 cores).
     Applies to the whole process (torch included), so the library never calls it at import: the command line,
     the notebooks' setup and the benchmark call it before they train. Returns False where there is no glibc.
     """

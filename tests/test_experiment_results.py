@@ -89,6 +89,18 @@ def test_readme_quotes_figures_from_the_committed_result(name):
                          f"summary.md or result.json rounds to: a stale or mistyped number")
 
 
+def test_readme_run_times_are_the_committed_results_seconds():
+    """The README's run-time line quotes each experiment's `seconds` from its committed result.json (rounded):
+    a rerun that replaces a result must update the line too."""
+    text = (REPO / "README.md").read_text()
+    line = " ".join(text[text.index("Run times for the three-seed default"):].split("\n\n")[0].split())
+    quoted = dict(re.findall(r"\b([a-z_]+) (\d+) s\b", line.split("):", 1)[1]))
+    assert set(quoted) >= set(RESULTS), f"README's run-time line lacks {sorted(set(RESULTS) - set(quoted))}"
+    for name in RESULTS:
+        seconds = json.loads((REPO / "docs" / "experiments" / name / "result.json").read_text())["seconds"]
+        assert abs(int(quoted[name]) - seconds) <= 1, f"README says {name} took {quoted[name]} s; its result.json {seconds} s"
+
+
 def test_readme_check_reports_a_figure_a_digit_off():
     row = readme_rows()["frontier"]
     assert "+0.51 ± 0.13" in row and unbacked("frontier", row) == []

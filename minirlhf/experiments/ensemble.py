@@ -54,7 +54,7 @@ class Config:
     objectives: tuple[tuple[str, float], ...] = (("mean", 0.0), ("min", 0.0), ("mean_minus_std", 1.0))
     """Ensemble objectives as (name, lambda), each climbed by its own PPO run and best-of-n curve."""
     ppo_iterations: int = 40
-    """PPO iterations per run at beta = 0 (gold peaks within the first few and has fallen by about 40)."""
+    """PPO iterations per run at beta = 0: room for the single RM's gold to peak and fall (the curves show where)."""
     n_checkpoints: int = 9
     """Log-spaced iterations at which each run is measured (SFT is iteration 0)."""
     n_eval: int = 256
