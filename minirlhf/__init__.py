@@ -12,8 +12,8 @@ def keep_freed_memory() -> bool:
 
     XLA:CPU allocates one scratch buffer per call (tens of MB for the training step here) and frees it
     afterwards. glibc returns any block above 32 MB to the OS at once, so every step starts on fresh pages:
-    at the bench size, some 12,800 page faults a step against a few hundred with this call, and a step well
-    over a third slower (jax 0.10, 2 cores).
+    at the bench size, some 12,800 page faults a step against a few hundred with this call, and a step about a
+    third slower (medians of three runs each; jax 0.10, 2 cores).
     Applies to the whole process (torch included), so the library never calls it at import: the command line,
     the notebooks' setup and the benchmark call it before they train. Returns False where there is no glibc.
     """
