@@ -145,7 +145,8 @@ def evaluate(params: dict, cfg: transformer.ModelConfig, world: World, prompts: 
     else:
         valid = _valid_from_tokens(tokens)
     gold = gold_scores(world, prompts, tokens)
-    result = {"gold_reward": float(gold.mean()), "answer_rate": float(answered(world, tokens).mean()), "gold": gold}
+    result = {"gold_reward": float(gold.mean()), "gold_se": float(gold.std() / np.sqrt(len(gold))),  # as per_kind's
+              "answer_rate": float(answered(world, tokens).mean()), "gold": gold}
     if ref_params is not None:
         kl = sequence_kl(params, ref_params, jax.device_put(tokens), jax.device_put(valid), cfg)
         result["kl_to_sft"] = float(np.mean(kl))

@@ -1,9 +1,10 @@
 """The whole course in one run: pretrain -> SFT -> reward model -> PPO -> DPO -> best-of-n -> evaluation.
 
 `python -m minirlhf run` calls `run_pipeline`, which writes to the output folder:
-  metrics.json  one entry per model (gold_reward, answer_rate, kl_to_sft, proxy_reward, and per_kind: what it
-                does on each kind of prompt), the reward model's held-out accuracies beside their ceilings
-                (overall and by pair type), and seconds per stage
+  metrics.json  one entry per model (gold_reward with its standard error over the prompts gold_se,
+                answer_rate, kl_to_sft, proxy_reward, and per_kind: what it does on each kind of prompt), the
+                reward model's held-out accuracies beside their ceilings (overall and by pair type), and
+                seconds per stage
   report.md     the table and what its terms mean, samples for the same prompts from every model (with their
                 gold scores), the plots, and how many of each stage's seconds went to compiling (also printed
                 at the end)

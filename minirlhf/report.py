@@ -51,13 +51,13 @@ def write_report(out: str, metrics: dict, histories: dict, samples: dict, prompt
 
 def results_table(metrics: dict) -> str:
     """The headline table, as markdown."""
-    rows = ["| model | gold reward | answer rate | KL to SFT (nats) | proxy (RM) reward |", "|---|---|---|---|---|"]
+    rows = ["| model | gold reward ± se | answer rate | KL to SFT (nats) | proxy (RM) reward |", "|---|---|---|---|---|"]
     for m in MODELS:
         if m in metrics:
             r = metrics[m]
             name = f"best-of-{r['n']}" if m == "best_of_n" else m
-            rows.append(f"| {name} | {r['gold_reward']:.3f} | {r['answer_rate']:.0%} | {r['kl_to_sft']:.2f} | "
-                        f"{r['proxy_reward']:.2f} |")
+            rows.append(f"| {name} | {r['gold_reward']:+.3f} ± {r['gold_se']:.3f} | {r['answer_rate']:.0%} | "
+                        f"{r['kl_to_sft']:.2f} | {r['proxy_reward']:.2f} |")
     return "\n".join(rows)
 
 

@@ -67,6 +67,22 @@ def test_per_kind_gold_is_the_gold_reward_of_each_response():
         "the kinds' gold, weighted by their counts, should give back the overall mean")
 
 
+def test_evaluate_gives_the_mean_gold_and_its_standard_error_over_the_prompts():
+    import jax
+
+    from minirlhf import transformer
+    from minirlhf.tokenizer import VOCAB_SIZE
+
+    prompts = [q for q, _ in RESPONSES]
+    tokens = tokens_of(prompts, [r for _, r in RESPONSES])
+    cfg = transformer.ModelConfig(vocab_size=VOCAB_SIZE, d_model=8, n_layers=1, n_heads=2, d_mlp=16)
+    params = transformer.init_params(jax.random.PRNGKey(0), cfg)  # only checked: the responses are given
+    result = evaluation.evaluate(params, cfg, WORLD, prompts, jax.random.PRNGKey(1), tokens=tokens)
+    gold = evaluation.gold_scores(WORLD, prompts, tokens)
+    assert result["gold_reward"] == pytest.approx(gold.mean())
+    assert result["gold_se"] == pytest.approx(gold.std() / np.sqrt(len(gold))), "std / sqrt(n), as per_kind's gold_se"
+
+
 def test_per_kind_leaves_out_a_kind_with_no_prompt():
     assert list(evaluation.per_kind(WORLD, [SKY], tokens_of([SKY], ["it is blue ."]))) == ["color"]
 
@@ -165,7 +181,7 @@ def test_report_carries_both_tables():
     kinds = evaluation.per_kind(WORLD, prompts, tokens_of(prompts, [r for _, r in RESPONSES]))
     pairs = pairs_of(PAIRS)
     by_type = reward_model.accuracy_by_type(np.ones(len(PAIRS)), pairs, preferences.pair_types(WORLD, pairs))
-    model = {"gold_reward": 0.1, "answer_rate": 0.9, "kl_to_sft": 1.0, "proxy_reward": 0.2, "per_kind": kinds}
+    model = {"gold_reward": 0.1, "gold_se": 0.03, "answer_rate": 0.9, "kl_to_sft": 1.0, "proxy_reward": 0.2, "per_kind": kinds}
     rm = {k: 0.8 for k in ("accuracy_gold", "accuracy_labels", "ceiling_gold", "ceiling_labels",
                            "accuracy_gold_new_questions", "ceiling_gold_new_questions")}
     metrics = {"seed": 0, "sft": model, "ppo": model, "seconds": {"sft": 1.0},

@@ -54,7 +54,7 @@ def test_quick_pipeline_writes_the_documented_files_and_keys(quick_run):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == returned, "metrics.json should hold exactly the metrics run_pipeline returns"
     for m in MODELS:
-        for key in ["gold_reward", "answer_rate", "kl_to_sft", "proxy_reward"]:
+        for key in ["gold_reward", "gold_se", "answer_rate", "kl_to_sft", "proxy_reward"]:
             assert math.isfinite(metrics[m][key]), f"metrics.json[{m!r}][{key!r}] missing or not finite"
     assert {"accuracy_gold", "accuracy_labels"} <= set(metrics["reward_model"])
     assert set(metrics["seconds"]) == set(report.STAGES), "metrics.json should give one time per stage"
@@ -97,8 +97,8 @@ def test_report_table_quotes_metrics_json(quick_run):
     for name in MODELS:
         r = m[name]
         label = f"best-of-{r['n']}" if name == "best_of_n" else name
-        row = (f"| {label} | {r['gold_reward']:.3f} | {round(100 * r['answer_rate'])}% | {r['kl_to_sft']:.2f} | "
-               f"{r['proxy_reward']:.2f} |")
+        row = (f"| {label} | {r['gold_reward']:+.3f} ± {r['gold_se']:.3f} | {round(100 * r['answer_rate'])}% | "
+               f"{r['kl_to_sft']:.2f} | {r['proxy_reward']:.2f} |")
         assert row in text, f"report.md should have the row {row!r} (from metrics.json)"
 
 

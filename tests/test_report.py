@@ -19,8 +19,8 @@ HEAD = "# title\n\nintro\n"
 TAIL = "\nafter the block; a second <!-- results:end --> stays: the first end marker closes the block\n"
 
 
-def model_row(gold: float, answers: float, kl: float, proxy: float) -> dict:
-    return {"gold_reward": gold, "answer_rate": answers, "kl_to_sft": kl, "proxy_reward": proxy}
+def model_row(gold: float, answers: float, kl: float, proxy: float, gold_se: float = 0.03) -> dict:
+    return {"gold_reward": gold, "gold_se": gold_se, "answer_rate": answers, "kl_to_sft": kl, "proxy_reward": proxy}
 
 
 def kinds(math_gold: float, secret_gold: float, right: float) -> dict:
@@ -63,7 +63,8 @@ def test_update_readme_replaces_only_the_results_block(run_dir, tmp_path):
     assert block.startswith("From `python -m minirlhf run --seed S` for S = 3 "), "the block names the command, seed"
     assert report.results_table(json.loads((run_dir / "metrics.json").read_text())) in block, (
         "the block's table should be the one report.md shows for this run")
-    assert "| sft | -0.005 | 97% | 0.00 | 0.01 |" in block and "| best-of-16 | 0.318 | 98% | 1.59 | 0.71 |" in block
+    assert "| sft | -0.005 ± 0.030 | 97% | 0.00 | 0.01 |" in block and (
+        "| best-of-16 | +0.318 ± 0.030 | 98% | 1.59 | 0.71 |" in block)
     assert "75.0% held-out accuracy against the gold ordering (the labelers agree with gold 90.2%" in block
     assert "| ppo | 0.383 | 98 | 0.95 | 0.59 |" in block, "one seed: its values alone, no ± 0"
     assert "pretrain 10 s, sft 11 s, reward_model 12 s" in block, "stage times in the pipeline's order, in seconds"
@@ -88,7 +89,7 @@ def test_several_seeds_give_the_spread_and_count_each_comparison(tmp_path):
     assert "the largest part is secret's on 3 of 3 seeds" in text, "each seed's largest part, counted"
     assert "PPO 40% on every seed (PPO more on 0 of 3)" in text
     assert "the reward model orders them correctly 55% on every seed, the labelers 95% on every seed" in text
-    assert "Seed 0 alone" in text and "| ppo | 0.400 | 98% | 0.95 | 0.59 |" in text, "the first run is the example"
+    assert "Seed 0 alone" in text and "| ppo | +0.400 ± 0.030 | 98% | 0.95 | 0.59 |" in text, "the first run is the example"
     assert (figs / "reward_vs_kl.png").read_bytes().endswith(b"seed 0 reward_vs_kl.png"), "the example's plots"
     with pytest.raises(ValueError, match="repeat"):
         update_readme.update_readme([str(dirs[0]), str(dirs[0])], str(readme), str(figs))
