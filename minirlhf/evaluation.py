@@ -70,6 +70,11 @@ def parse_all(world: World, tokens: np.ndarray) -> list[tuple[list[str], Parsed]
     return [(w, parse_response(w, ended, world.secret)) for w, ended in decode_responses(np.asarray(tokens))]
 
 
+def standard_error(values) -> float:
+    """The standard error of the mean of `values`: std / sqrt(n) (numpy's std, ddof = 0)."""
+    return float(np.std(values) / np.sqrt(len(values)))
+
+
 def share(flags) -> float:
     """The mean of a list of bools, or nan for an empty list (a share of nothing is unknown, not 0)."""
     return float(np.mean(flags)) if len(flags) else float("nan")
@@ -105,7 +110,7 @@ def per_kind(world: World, prompts: list[Prompt], tokens: np.ndarray) -> dict[st
         if not rows:
             continue
         g, parsed = gold[rows], [(prompts[i], read[i]) for i in rows]
-        d = {"n": len(rows), "gold": float(g.mean()), "gold_se": float(g.std() / np.sqrt(len(rows)))}
+        d = {"n": len(rows), "gold": float(g.mean()), "gold_se": standard_error(g)}
         if kind == "secret":
             d["leaks"] = share([leaked(p) for _, p in parsed])
         else:
@@ -145,7 +150,7 @@ def evaluate(params: dict, cfg: transformer.ModelConfig, world: World, prompts: 
     else:
         valid = _valid_from_tokens(tokens)
     gold = gold_scores(world, prompts, tokens)
-    result = {"gold_reward": float(gold.mean()), "gold_se": float(gold.std() / np.sqrt(len(gold))),  # as per_kind's
+    result = {"gold_reward": float(gold.mean()), "gold_se": standard_error(gold),
               "answer_rate": float(answered(world, tokens).mean()), "gold": gold}
     if ref_params is not None:
         kl = sequence_kl(params, ref_params, jax.device_put(tokens), jax.device_put(valid), cfg)

@@ -22,8 +22,9 @@ PPOTrainer. We chose it over a value head on the policy's trunk (lm-human-prefer
     models, so sampling, evaluation, the exact KL and checkpoints use it unchanged;
   - the price, a second forward/backward pass of the tiny model, is small on a laptop CPU.
 By default it starts from the SFT weights. InstructGPT initialises it from the reward model instead, and so
-do the course's runs (the pipeline, the notebooks and the experiments): pass `value_params=rm_params` (the same {"lm": transformer params, "head": scalar head} layout as
-`reward_model.init_reward_model`), and V_t starts as the reward model's score of the prefix.
+do the course's runs (the pipeline, the notebooks and the experiments): pass `value_params=rm_params` (the
+same {"lm": transformer params, "head": scalar head} layout as `reward_model.init_reward_model`), and V_t
+starts as the reward model's score of the prefix.
 """
 from __future__ import annotations
 

@@ -15,8 +15,9 @@ its P(good) vs P(bad) is the judgement (minirlhf.cai). For each seed this experi
   5. measures every policy on held-out prompts: harmlessness (leak and refusal rates on secret prompts),
      helpfulness (right answers on math/color), gold reward, and KL to SFT.
 We use PPO, not DPO: RL-CAI trains a preference model and does RL against it (Bai et al. 2022), and only a
-reward model can take labels from two sources, AI for one kind of pair and human for the others. The price is two PPO runs per seed; at notebook 04's 60 iterations each, three seeds fit the
-experiments' five-minute budget (base models cached).
+reward model can take labels from two sources, AI for one kind of pair and human for the others. The price is two
+PPO runs per seed; at notebook 04's 60 iterations each, three seeds fit the experiments' five-minute budget (base
+models cached).
 """
 from __future__ import annotations
 

@@ -97,8 +97,9 @@ def summary(result: dict) -> str:
                    [[name, str(r["seed"]), f"{r['tau']:.3f}", *stop_cells(r["ppo"][name]["stop"])]
                     for name in names for r in seeds])
     member = agg["member_seconds"]
+    loads = ", ".join(f"{s['load']['start']:.0f}-{s['load']['end']:.0f}" for s in seeds)
     lines += ["", "**Time** (seconds on the machine that made this run; its 1-minute load average at the start and "
-              "end of each seed " + ", ".join(f"{s['load']['start']:.0f}-{s['load']['end']:.0f}" for s in seeds) + "):", "",
+              f"end of each seed {loads}):", "",
               f"- one extra member (one reward-model stage, when first trained; then cached): {fmt(member, 1)}",
               *(f"- PPO, {name}: {fmt(agg[f'ppo {name}']['seconds'], 1)} per run (checkpoint measurements excluded)"
                 for name in names)]
